@@ -1,0 +1,552 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Eviction: a clock over resident pages, run by one background thread that
+ * keeps free headroom between two watermarks (like kswapd), so that faults
+ * rarely wait.
+ *
+ * Reference bits: user space has no accessed bit, so a page's REF is set
+ * when it is faulted in and when PAGEMAP_SCAN (UFFD_FEATURE_WP_ASYNC)
+ * reports it written since the clock last passed; the same scan
+ * write-protects it again. A page only read since its fault loses REF at
+ * the first pass and is evicted at the second; if it is hot it comes back
+ * cheaply (its stored copy is still valid, so re-evicting it later costs a
+ * comparison, not a compression).
+ *
+ * Removal, UFFDIO_MOVE mode (Linux 6.8+): victims are locked, moved in one
+ * ioctl per contiguous run into a staging area registered on the same
+ * userfaultfd, compressed into the pool, published as evicted and
+ * unlocked. A store racing with the move lands either before it (and is in
+ * the moved page) or after it (and faults, waiting for the page lock).
+ * Staging memory is released by mapping fresh memory over it, not by
+ * madvise, which would raise UFFD_EVENT_REMOVE and stall every UFFDIO_COPY
+ * with EAGAIN until a handler read the event.
+ *
+ * Clean pages: a resident page whose entry still has COPY was read back
+ * from the pool and not reported written. Between that report and the move
+ * a store may still sneak in, so after the move the page is compared with
+ * its stored copy: equal pages keep the copy (a clean drop), others are
+ * compressed again. Exact, and cheaper than compressing (decompress+memcmp).
+ *
+ * Removal, copy fallback (no UFFDIO_MOVE, or UPG_MOVE=0): the run is
+ * write-protected (writes now block in a WP fault), copied into the pool,
+ * zapped with MADV_DONTNEED, then unlocked; the WP faults are woken and
+ * retry as missing-page faults.
+ *
+ * A full pool: the page goes back where it was and the runtime enters
+ * overrun, letting the resident set exceed the budget rather than
+ * deadlock; every later pass retries.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "runtime.h"
+
+#define SCAN_WINDOW 64
+#define EVICTOR_PERIOD_NS 50000000ULL
+
+struct victim {
+	struct upg_region *r;
+	size_t idx;
+	uint64_t old;
+	bool moved;
+};
+
+/* ------------------------------------------------------------------ */
+/* Watermarks and waking                                               */
+/* ------------------------------------------------------------------ */
+
+void upg_evict_set_watermarks(struct upg *u)
+{
+	long b = atomic_load(&u->budget);
+	long high = u->p.headroom ? (long)(u->p.headroom >> UPG_PAGE_SHIFT)
+				  : MAX(b / 32, 2 * UPG_EVICT_BATCH);
+
+	high = MAX(MIN(high, b / 2), 2);
+	atomic_store(&u->high_gap, high);
+	atomic_store(&u->low_gap, MAX(high / 2, 1));
+}
+
+static bool above_low(struct upg *u)
+{
+	return atomic_load(&u->resident) >
+	       atomic_load(&u->budget) - atomic_load(&u->low_gap);
+}
+
+static bool above_high(struct upg *u)
+{
+	return atomic_load(&u->resident) >
+	       atomic_load(&u->budget) - atomic_load(&u->high_gap);
+}
+
+void upg_evict_kick(struct upg *u)
+{
+	if (!atomic_exchange(&u->ev_idle, false))
+		return;
+	pthread_mutex_lock(&u->ev_lock);
+	pthread_cond_signal(&u->ev_wake);
+	pthread_mutex_unlock(&u->ev_lock);
+}
+
+static void deadline(struct timespec *ts, uint64_t ns)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ns += (uint64_t)ts->tv_nsec;
+	ts->tv_sec += (time_t)(ns / 1000000000ULL);
+	ts->tv_nsec = (long)(ns % 1000000000ULL);
+}
+
+void upg_evict_wait(struct upg *u, uint64_t timeout_ns)
+{
+	unsigned long round;
+	struct timespec ts;
+
+	deadline(&ts, timeout_ns ? timeout_ns : 3600ULL * 1000000000ULL);
+	pthread_mutex_lock(&u->ev_lock);
+	round = atomic_load(&u->ev_rounds);
+	atomic_store(&u->ev_idle, false);
+	pthread_cond_signal(&u->ev_wake);
+	while (round == atomic_load(&u->ev_rounds) && !atomic_load(&u->stopping))
+		if (pthread_cond_timedwait(&u->ev_done, &u->ev_lock, &ts))
+			break;
+	pthread_mutex_unlock(&u->ev_lock);
+}
+
+/* ------------------------------------------------------------------ */
+/* The clock                                                           */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A page reported written is referenced and dirty: its stored copy (if
+ * any) no longer matches and is freed now, while the pool may need room.
+ */
+static void mark_written(struct upg *u, struct upg_region *r, size_t idx)
+{
+	upg_pte_t *p = &r->pte[idx];
+	uint64_t v = atomic_load_explicit(p, memory_order_relaxed);
+
+	if (pte_state(v) != PTE_RESIDENT)
+		return; /* unpopulated entries are reported written too */
+	upg_stat_inc(upg_evictor_stats(u), UPG_STAT_wp_written);
+	if (!(v & PTE_COPY) || !pte_trylock(p, &v)) {
+		atomic_fetch_or_explicit(p, PTE_REF, memory_order_relaxed);
+		return;
+	}
+	if (pte_state(v) == PTE_RESIDENT) {
+		upg_page_drop_copy(u, v);
+		v = pte_make(PTE_RESIDENT, PTE_REF, 0);
+	}
+	upg_page_publish(u, r, idx, pte_state(v), v);
+}
+
+static void scan_written(struct upg *u, struct upg_region *r, size_t idx,
+			 size_t n)
+{
+	struct page_region vec[SCAN_WINDOW];
+	int k = upg_uffd_scan_written(u->pagemap_fd, region_addr(r, idx),
+				      n << UPG_PAGE_SHIFT, vec,
+				      ARRAY_SIZE(vec));
+
+	upg_stat_inc(upg_evictor_stats(u), UPG_STAT_wp_scan);
+	for (int i = 0; i < k; i++) {
+		size_t a = (size_t)((char *)(uintptr_t)vec[i].start - r->start);
+		size_t b = (size_t)((char *)(uintptr_t)vec[i].end - r->start);
+
+		for (a >>= UPG_PAGE_SHIFT; a < b >> UPG_PAGE_SHIFT; a++)
+			mark_written(u, r, a);
+	}
+}
+
+/* Second chance: referenced pages lose REF, the others are locked. */
+static bool examine(struct upg *u, struct upg_region *r, size_t idx,
+		    struct victim *v)
+{
+	upg_pte_t *p = &r->pte[idx];
+	uint64_t e = atomic_load_explicit(p, memory_order_relaxed);
+
+	if (pte_state(e) != PTE_RESIDENT || (e & PTE_LOCK))
+		return false;
+	upg_stat_inc(upg_evictor_stats(u), UPG_STAT_clock_scanned);
+	if (e & PTE_REF) {
+		atomic_fetch_and_explicit(p, ~PTE_REF, memory_order_relaxed);
+		upg_stat_inc(upg_evictor_stats(u), UPG_STAT_clock_referenced);
+		return false;
+	}
+	if (!pte_trylock(p, &e))
+		return false;
+	if (pte_state(e) != PTE_RESIDENT) {
+		upg_page_publish(u, r, idx, pte_state(e), e);
+		return false;
+	}
+	*v = (struct victim){ .r = r, .idx = idx, .old = e };
+	return true;
+}
+
+/* Advance the hand over one scan window; returns resident pages seen. */
+static size_t sweep_window(struct upg *u, struct victim *v, size_t *n,
+			   size_t want)
+{
+	struct upg_region *r = u->regions[u->hand_region];
+	size_t idx = u->hand_idx, c = idx >> UPG_CHUNK_SHIFT, end, seen = 0;
+
+	if (!atomic_load(&r->chunk_res[c])) {
+		u->hand_idx = (c + 1) << UPG_CHUNK_SHIFT;
+		return 0;
+	}
+	end = MIN(MIN(r->npages, (c + 1) << UPG_CHUNK_SHIFT),
+		  idx + SCAN_WINDOW);
+	if (u->caps.wp_async)
+		scan_written(u, r, idx, end - idx);
+	for (; idx < end && *n < want; idx++, seen++)
+		if (examine(u, r, idx, &v[*n]))
+			(*n)++;
+	u->hand_idx = idx;
+	return seen;
+}
+
+/*
+ * Collect up to @want victims in address order. Two full turns of the
+ * clock are enough to clear every REF bit and find victims; stop there.
+ * Caller holds regions_lock for reading.
+ */
+static size_t select_victims(struct upg *u, struct victim *v, size_t want)
+{
+	size_t n = 0, seen = 0;
+	size_t limit = 2 * (size_t)MAX(atomic_load(&u->resident), 0) + want;
+	size_t chunks = 0, max_chunks = 0;
+
+	for (size_t i = 0; i < u->nregions; i++)
+		max_chunks += 2 * u->regions[i]->nchunks + 2;
+	while (n < want && seen < limit && chunks < max_chunks) {
+		if (u->hand_region >= u->nregions)
+			u->hand_region = 0;
+		if (u->hand_idx >= u->regions[u->hand_region]->npages) {
+			u->hand_region++;
+			u->hand_idx = 0;
+			continue;
+		}
+		seen += sweep_window(u, v, &n, want);
+		chunks++;
+	}
+	return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Storing a page                                                      */
+/* ------------------------------------------------------------------ */
+
+static void count_store(struct upg *u, int kind)
+{
+	static const enum upg_stat_id ids[] = {
+		[UPG_POOL_SAME] = UPG_STAT_evict_same,
+		[UPG_POOL_COMPRESSED] = UPG_STAT_evict_compressed,
+		[UPG_POOL_RAW] = UPG_STAT_evict_raw,
+	};
+
+	upg_stat_inc(upg_evictor_stats(u), ids[kind]);
+}
+
+/*
+ * Store @page (the victim's contents, now out of reach of the program) and
+ * return the evicted entry, or a negative errno when the pool is full.
+ */
+static int64_t store_page(struct upg *u, struct victim *v, const void *page)
+{
+	uint64_t handle = pte_payload(v->old);
+	int kind;
+
+	if (v->old & PTE_COPY) {
+		if (upg_pool_equal(u->pool, handle, page)) {
+			upg_stat_inc(upg_evictor_stats(u),
+				     UPG_STAT_evict_clean_drop);
+			return (int64_t)pte_make(PTE_EVICTED, PTE_COPY, handle);
+		}
+		upg_stat_inc(upg_evictor_stats(u), UPG_STAT_evict_clean_raced);
+		upg_page_drop_copy(u, v->old);
+		v->old &= ~PTE_COPY;
+	}
+	kind = upg_pool_store(u->pool, page, &handle);
+	if (kind < 0) {
+		upg_stat_inc(upg_evictor_stats(u), UPG_STAT_evict_pool_full);
+		return kind;
+	}
+	count_store(u, kind);
+	return (int64_t)pte_make(PTE_EVICTED, PTE_COPY, handle);
+}
+
+static void keep_resident(struct upg *u, struct victim *v)
+{
+	uint64_t e = (v->old & ~(PTE_STATE)) | PTE_RESIDENT | PTE_REF;
+
+	upg_page_publish(u, v->r, v->idx, PTE_RESIDENT, e);
+}
+
+/* ------------------------------------------------------------------ */
+/* UFFDIO_MOVE mode                                                    */
+/* ------------------------------------------------------------------ */
+
+/* Fresh, empty staging memory: map over the old one and register it. */
+static int staging_reset(struct upg *u)
+{
+	size_t len = (size_t)UPG_EVICT_BATCH << UPG_PAGE_SHIFT;
+	void *p = mmap(u->staging, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+		       -1, 0);
+
+	if (p == MAP_FAILED)
+		return upg_seterr(-errno, "staging area: %s", strerror(errno));
+	return upg_uffd_register(u->uffd, u->staging, len, false, true);
+}
+
+/* Length of the run of victims contiguous in memory starting at @i. */
+static size_t run_length(const struct victim *v, size_t i, size_t n)
+{
+	size_t k = 1;
+
+	while (i + k < n && v[i + k].r == v[i].r &&
+	       v[i + k].idx == v[i].idx + k)
+		k++;
+	return k;
+}
+
+/* Move victims [i, i+k) to staging slots [i, i+k); flags what moved. */
+static void move_run(struct upg *u, struct victim *v, size_t i, size_t k)
+{
+	size_t done = 0;
+	int again = 0;
+
+	while (done < k) {
+		char *src = region_addr(v[i].r, v[i].idx + done);
+		char *dst = u->staging + ((i + done) << UPG_PAGE_SHIFT);
+		long ret = upg_uffd_move(u->uffd, dst, src,
+					 (k - done) << UPG_PAGE_SHIFT);
+		size_t moved = ret > 0 ? (size_t)ret >> UPG_PAGE_SHIFT : 0;
+
+		for (size_t j = 0; j < moved; j++)
+			v[i + done + j].moved = true;
+		done += moved;
+		if (ret > 0)
+			continue;
+		if (ret == -EAGAIN && ++again < 4)
+			continue;
+		/* EBUSY: shared with a child or pinned. Skip that page. */
+		upg_stat_inc(upg_evictor_stats(u), UPG_STAT_evict_move_busy);
+		done++;
+	}
+}
+
+/* Return a page that cannot be stored to where it came from. */
+static void put_back(struct upg *u, struct victim *v, char *page)
+{
+	char *addr = region_addr(v->r, v->idx);
+
+	if (upg_uffd_move(u->uffd, addr, page, UPG_PAGE_SIZE) <= 0 &&
+	    upg_uffd_copy(u->uffd, addr, page, UPG_PAGE_SIZE, false, true) <= 0)
+		upg_err("cannot put back page %p after a failed eviction",
+			(void *)addr);
+	keep_resident(u, v);
+}
+
+static size_t evict_move(struct upg *u, struct victim *v, size_t n)
+{
+	size_t evicted = 0, moved = 0;
+
+	for (size_t i = 0; i < n; i += run_length(v, i, n))
+		move_run(u, v, i, run_length(v, i, n));
+	for (size_t i = 0; i < n; i++) {
+		char *page = u->staging + (i << UPG_PAGE_SHIFT);
+		int64_t e;
+
+		if (!v[i].moved) {
+			keep_resident(u, &v[i]);
+			continue;
+		}
+		moved++;
+		e = store_page(u, &v[i], page);
+		if (e < 0) {
+			put_back(u, &v[i], page);
+			continue;
+		}
+		upg_page_publish(u, v[i].r, v[i].idx, PTE_RESIDENT,
+				 (uint64_t)e);
+		evicted++;
+	}
+	if (moved && staging_reset(u) < 0)
+		upg_err("%s", upg_last_error());
+	upg_stat_add(upg_evictor_stats(u), UPG_STAT_evict_move, evicted);
+	return evicted;
+}
+
+/* ------------------------------------------------------------------ */
+/* Copy fallback                                                       */
+/* ------------------------------------------------------------------ */
+
+static void self_zap(struct upg *u, char *start, size_t len)
+{
+	atomic_store(&u->self_zap_start, (uintptr_t)start);
+	atomic_store(&u->self_zap_end, (uintptr_t)start + len);
+	madvise(start, len, MADV_DONTNEED);
+}
+
+/* Write-protect, copy out and zap one contiguous run of victims. */
+static size_t copy_run(struct upg *u, struct victim *v, size_t k)
+{
+	char *start = region_addr(v[0].r, v[0].idx);
+	int64_t e[UPG_EVICT_BATCH];
+	size_t evicted = 0;
+
+	upg_uffd_writeprotect(u->uffd, start, k << UPG_PAGE_SHIFT, true);
+	for (size_t j = 0; j < k; j++)
+		e[j] = store_page(u, &v[j], start + (j << UPG_PAGE_SHIFT));
+	for (size_t j = 0; j < k; j++) {
+		char *addr = start + (j << UPG_PAGE_SHIFT);
+
+		if (e[j] < 0) {
+			upg_uffd_writeprotect(u->uffd, addr, UPG_PAGE_SIZE,
+					      false);
+			keep_resident(u, &v[j]);
+			continue;
+		}
+		self_zap(u, addr, UPG_PAGE_SIZE);
+		upg_page_publish(u, v[j].r, v[j].idx, PTE_RESIDENT,
+				 (uint64_t)e[j]);
+		evicted++;
+	}
+	return evicted;
+}
+
+static size_t evict_copy(struct upg *u, struct victim *v, size_t n)
+{
+	size_t evicted = 0, k;
+
+	for (size_t i = 0; i < n; i += k) {
+		k = run_length(v, i, n);
+		evicted += copy_run(u, v + i, k);
+	}
+	upg_stat_add(upg_evictor_stats(u), UPG_STAT_evict_copy, evicted);
+	return evicted;
+}
+
+/* ------------------------------------------------------------------ */
+/* Passes                                                              */
+/* ------------------------------------------------------------------ */
+
+/* One batch: select, remove, store. Returns pages evicted. */
+static size_t evict_batch(struct upg *u)
+{
+	struct victim v[UPG_EVICT_BATCH];
+	uint64_t t0 = upg_now_ns();
+	size_t n, evicted;
+
+	pthread_rwlock_rdlock(&u->regions_lock);
+	n = u->nregions ? select_victims(u, v, UPG_EVICT_BATCH) : 0;
+	if (!n) {
+		pthread_rwlock_unlock(&u->regions_lock);
+		return 0;
+	}
+	evicted = u->caps.move ? evict_move(u, v, n) : evict_copy(u, v, n);
+	pthread_rwlock_unlock(&u->regions_lock);
+	upg_uncharge(u, (long)evicted);
+	upg_stat_add(upg_evictor_stats(u), UPG_STAT_evict_pages, evicted);
+	upg_stat_inc(upg_evictor_stats(u), UPG_STAT_evict_batches);
+	upg_stat_time(upg_evictor_stats(u), UPG_HIST_evict, upg_now_ns() - t0);
+	/* Nothing stored while victims existed: the pool is full. */
+	atomic_store(&u->overrun, evicted == 0);
+	return evicted;
+}
+
+static void evict_pass(struct upg *u)
+{
+	while (above_high(u) && !atomic_load(&u->stopping))
+		if (!evict_batch(u))
+			break;
+	if (!above_high(u))
+		atomic_store(&u->overrun, false);
+}
+
+static void evictor_setup(struct upg *u)
+{
+	sigset_t all;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	pthread_setname_np(pthread_self(), "upg-evict");
+	atomic_store(&u->evictor_tid, (pid_t)syscall(SYS_gettid));
+}
+
+static void *evictor_main(void *arg)
+{
+	struct upg *u = arg;
+	struct timespec ts;
+
+	evictor_setup(u);
+	pthread_mutex_lock(&u->ev_lock);
+	while (!atomic_load(&u->stopping)) {
+		if (above_low(u) && !atomic_load(&u->overrun)) {
+			pthread_mutex_unlock(&u->ev_lock);
+			evict_pass(u);
+			pthread_mutex_lock(&u->ev_lock);
+		} else {
+			atomic_store(&u->ev_idle, true);
+			deadline(&ts, EVICTOR_PERIOD_NS);
+			pthread_cond_timedwait(&u->ev_wake, &u->ev_lock, &ts);
+			atomic_store(&u->ev_idle, false);
+			/* Periodic retry of a full pool. */
+			if (atomic_load(&u->overrun) && above_high(u)) {
+				pthread_mutex_unlock(&u->ev_lock);
+				evict_pass(u);
+				pthread_mutex_lock(&u->ev_lock);
+			}
+		}
+		atomic_fetch_add(&u->ev_rounds, 1);
+		pthread_cond_broadcast(&u->ev_done);
+	}
+	pthread_mutex_unlock(&u->ev_lock);
+	return NULL;
+}
+
+int upg_evict_start(struct upg *u)
+{
+	size_t len = (size_t)(UPG_EVICT_BATCH + 2) << UPG_PAGE_SHIFT;
+	char *area;
+	int err;
+
+	upg_evict_set_watermarks(u);
+	if (u->caps.move) {
+		/* PROT_NONE guards keep the staging VMA from merging. */
+		area = mmap(NULL, len, PROT_NONE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (area == MAP_FAILED)
+			return upg_seterr(-ENOMEM, "cannot map staging area");
+		u->staging = area + UPG_PAGE_SIZE;
+		err = staging_reset(u);
+		if (err)
+			return err;
+	}
+	err = -pthread_create(&u->evictor, NULL, evictor_main, u);
+	if (err)
+		return upg_seterr(err, "cannot start evictor: %s",
+				  strerror(-err));
+	u->evictor_started = true;
+	return 0;
+}
+
+void upg_evict_stop(struct upg *u)
+{
+	atomic_store(&u->stopping, true);
+	if (u->evictor_started) {
+		pthread_mutex_lock(&u->ev_lock);
+		pthread_cond_broadcast(&u->ev_wake);
+		pthread_mutex_unlock(&u->ev_lock);
+		pthread_join(u->evictor, NULL);
+		u->evictor_started = false;
+	}
+	if (u->staging) {
+		munmap(u->staging - UPG_PAGE_SIZE,
+		       (size_t)(UPG_EVICT_BATCH + 2) << UPG_PAGE_SHIFT);
+		u->staging = NULL;
+	}
+}

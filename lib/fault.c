@@ -1,0 +1,711 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Fault handling: one handler thread per CPU, pinned, blocking in read(2)
+ * on the runtime's (blocking) userfaultfd.
+ *
+ * Why this shape: in the VMs we run on a cross-CPU wake-up costs ~30 us
+ * against ~4.4 us on the same CPU. A faulting thread sleeps, its CPU goes
+ * idle, and the handler pinned to that CPU is the one that wakes first:
+ * DESIGN.md measured 98% of faults served on the faulter's CPU this way.
+ *
+ * A fault resolves by zero-fill (untouched page), decompression (evicted
+ * page) or nothing (a duplicate message). Each may bring in neighbours
+ * ("fault-around") when the region's recent faults were sequential: the
+ * window doubles on every sequential fault up to the cluster option and
+ * falls back to one page on a random one.
+ *
+ * Handlers never wait for a page lock (they mark the page PTE_WAIT and the
+ * holder wakes the faulting thread) and never call madvise on registered
+ * memory. The one place a handler sleeps is a full budget, for at most a
+ * millisecond at a time, while the evictor (which needs no handler to make
+ * progress in UFFDIO_MOVE mode) frees room.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "runtime.h"
+
+#define MSG_BATCH 16
+#define BUDGET_WAIT_NS 1000000ULL
+
+/* One locked run of pages starting at the faulting one. */
+struct run {
+	struct upg_region *r;
+	size_t idx;
+	size_t n;
+	uint64_t old[UPG_CLUSTER_MAX];
+};
+
+/* ------------------------------------------------------------------ */
+/* Page locks and publication (shared with evict.c and runtime.c)      */
+/* ------------------------------------------------------------------ */
+
+void upg_page_drop_copy(struct upg *u, uint64_t val)
+{
+	if (val & PTE_COPY)
+		upg_pool_free(u->pool, pte_payload(val));
+}
+
+/* What a discard (PTE_ZAP) that raced with the lock holder leaves. */
+static uint64_t apply_zap(struct upg *u, uint64_t val)
+{
+	upg_page_drop_copy(u, val);
+	if (pte_state(val) == PTE_EVICTED)
+		return PTE_UNTOUCHED;
+	return val & ~(PTE_COPY | (~0ULL << PTE_PAYLOAD_SHIFT));
+}
+
+void upg_page_publish(struct upg *u, struct upg_region *r, size_t idx,
+		      uint64_t from, uint64_t val)
+{
+	upg_pte_t *p = &r->pte[idx];
+	uint64_t cur = atomic_load_explicit(p, memory_order_relaxed);
+	uint64_t flags;
+
+	/* Loop until no new ZAP/WAIT appeared between load and store. */
+	for (;;) {
+		uint64_t v = (cur & PTE_ZAP) ? apply_zap(u, val) : val;
+
+		if (atomic_compare_exchange_weak_explicit(
+			    p, &cur, v, memory_order_release,
+			    memory_order_relaxed)) {
+			val = v;
+			break;
+		}
+	}
+	flags = cur;
+	upg_region_account(r, idx, from, pte_state(val));
+	if (flags & PTE_WAIT)
+		upg_uffd_wake(u->uffd, region_addr(r, idx), UPG_PAGE_SIZE);
+}
+
+/* ------------------------------------------------------------------ */
+/* Budget                                                              */
+/* ------------------------------------------------------------------ */
+
+long upg_charge(struct upg *u, long want, struct upg_stat_shard *st)
+{
+	long cur = atomic_load_explicit(&u->resident, memory_order_relaxed);
+	long budget, got, peak;
+
+	do {
+		budget = atomic_load_explicit(&u->budget, memory_order_relaxed);
+		got = MIN(want, budget - cur);
+		if (got <= 0) {
+			if (!atomic_load_explicit(&u->overrun,
+						  memory_order_relaxed))
+				return 0;
+			got = 1;
+		}
+	} while (!atomic_compare_exchange_weak_explicit(
+		&u->resident, &cur, cur + got, memory_order_relaxed,
+		memory_order_relaxed));
+	cur += got;
+	if (cur > budget)
+		upg_stat_add(st, UPG_STAT_budget_overruns, (uint64_t)got);
+	peak = atomic_load_explicit(&u->resident_peak, memory_order_relaxed);
+	while (cur > peak && !atomic_compare_exchange_weak_explicit(
+				     &u->resident_peak, &peak, cur,
+				     memory_order_relaxed,
+				     memory_order_relaxed))
+		;
+	if (cur > budget - atomic_load_explicit(&u->low_gap,
+						memory_order_relaxed))
+		upg_evict_kick(u);
+	return got;
+}
+
+/* Charge for up to @want pages, waiting briefly for the evictor if full. */
+static long charge_or_wait(struct upg_handler *h, long want)
+{
+	long got = upg_charge(h->u, want, h->stats);
+
+	if (got)
+		return got;
+	upg_stat_inc(h->stats, UPG_STAT_evict_sync);
+	do {
+		upg_evict_wait(h->u, BUDGET_WAIT_NS);
+		got = upg_charge(h->u, want, h->stats);
+	} while (!got && !atomic_load(&h->u->stopping));
+	return got;
+}
+
+/* ------------------------------------------------------------------ */
+/* Runs                                                                */
+/* ------------------------------------------------------------------ */
+
+/* Sequential-fault detection; returns the fault-around window in pages. */
+static size_t fault_window(struct upg *u, struct upg_region *r, size_t idx)
+{
+	size_t last = atomic_load_explicit(&r->last_idx, memory_order_relaxed);
+	unsigned w = atomic_load_explicit(&r->window, memory_order_relaxed);
+
+	w = idx == last + 1 ? MIN(w * 2, u->p.cluster) : 1;
+	atomic_store_explicit(&r->window, w, memory_order_relaxed);
+	return MIN((size_t)w, r->npages - idx);
+}
+
+/* Extend a run (whose first page is locked) over pages in @state. */
+static void grow_run(struct run *run, size_t max, uint64_t state)
+{
+	upg_pte_t *pte = run->r->pte + run->idx;
+
+	while (run->n < max) {
+		uint64_t v = atomic_load_explicit(&pte[run->n],
+						  memory_order_relaxed);
+
+		if (pte_state(v) != state || (v & PTE_LOCK) ||
+		    !pte_trylock(&pte[run->n], &v))
+			break;
+		if (pte_state(v) != state) {
+			atomic_store_explicit(&pte[run->n], v,
+					      memory_order_release);
+			break;
+		}
+		run->old[run->n++] = v;
+	}
+}
+
+/* Unlock pages [from, n) of a run unchanged. */
+static void release_run(struct upg *u, struct run *run, size_t from)
+{
+	for (size_t i = from; i < run->n; i++) {
+		uint64_t s = pte_state(run->old[i]);
+
+		upg_page_publish(u, run->r, run->idx + i, s, run->old[i]);
+	}
+	run->n = from;
+}
+
+/*
+ * Install @len bytes at @dst, from @src or as zero pages (@src NULL),
+ * retrying partial copies. Return: bytes installed, or -errno if none.
+ */
+static long install(struct upg *u, char *dst, const char *src, size_t len,
+		    bool wp)
+{
+	size_t done = 0;
+	long ret = 0;
+
+	while (done < len) {
+		ret = src ? upg_uffd_copy(u->uffd, dst + done, src + done,
+					  len - done, wp, true)
+			  : upg_uffd_zeropage(u->uffd, dst + done, len - done,
+					      true);
+		if (ret <= 0)
+			break;
+		done += (size_t)ret;
+	}
+	return done ? (long)done : ret;
+}
+
+/*
+ * After install(): keep pages [0, k) with their new entries, unlock the
+ * rest unchanged, and settle the charge. Return: k.
+ */
+static size_t settle(struct upg_handler *h, struct run *run, long ret,
+		     const uint64_t *val)
+{
+	struct upg *u = h->u;
+	size_t k = ret > 0 ? (size_t)ret >> UPG_PAGE_SHIFT : 0;
+	size_t n = run->n;
+
+	for (size_t i = 0; i < k; i++)
+		upg_page_publish(u, run->r, run->idx + i,
+				 pte_state(run->old[i]), val[i]);
+	release_run(u, run, k);
+	upg_uncharge(u, (long)(n - k));
+	if (k)
+		atomic_store_explicit(&run->r->last_idx, run->idx + k - 1,
+				      memory_order_relaxed);
+	return k;
+}
+
+/*
+ * The faulting page could not be installed. EEXIST: it is mapped after all
+ * (a duplicate message): wake the thread. EAGAIN: the mm is changing (an
+ * event is pending): wake the thread so it faults again once the event has
+ * been read. ENOENT/ESRCH: the range or the process is gone.
+ */
+static void install_failed(struct upg_handler *h, char *addr, long err)
+{
+	if (err == -EAGAIN)
+		upg_stat_inc(h->stats, UPG_STAT_fault_copy_retry);
+	else if (err != -EEXIST && err != -ENOENT && err != -ESRCH) {
+		upg_stat_inc(h->stats, UPG_STAT_fault_error);
+		upg_err("cannot resolve fault at %p: %s", (void *)addr,
+			strerror((int)-err));
+	}
+	upg_uffd_wake(h->u->uffd, addr, UPG_PAGE_SIZE);
+}
+
+/* ------------------------------------------------------------------ */
+/* Resolution by kind                                                  */
+/* ------------------------------------------------------------------ */
+
+static void resolve_zero(struct upg_handler *h, struct run *run, bool write)
+{
+	struct upg *u = h->u;
+	uint64_t val[UPG_CLUSTER_MAX];
+	char *dst = region_addr(run->r, run->idx);
+	long got, ret;
+	size_t k;
+
+	grow_run(run, fault_window(u, run->r, run->idx), PTE_UNTOUCHED);
+	got = charge_or_wait(h, (long)run->n);
+	release_run(u, run, (size_t)got);
+	if (!got)
+		return install_failed(h, dst, -EAGAIN);
+	for (size_t i = 0; i < run->n; i++)
+		val[i] = pte_make(PTE_RESIDENT, PTE_REF, 0);
+	/* A write needs a private page anyway; a read can share the zero page. */
+	ret = install(u, dst, write ? h->zero : NULL,
+		      run->n << UPG_PAGE_SHIFT, false);
+	k = settle(h, run, ret, val);
+	if (!k)
+		return install_failed(h, dst, ret);
+	upg_stat_inc(h->stats, UPG_STAT_fault_zero);
+	upg_stat_add(h->stats, UPG_STAT_fault_around_zero, k - 1);
+}
+
+/*
+ * Decompress the run's pages into h->buf; the run stops before the first
+ * neighbour that fails. Return: -EIO if the faulting page itself failed.
+ */
+static int load_run(struct upg_handler *h, struct run *run)
+{
+	for (size_t i = 0; i < run->n; i++) {
+		char *dst = h->buf + (i << UPG_PAGE_SHIFT);
+		uint64_t handle = pte_payload(run->old[i]);
+
+		if (upg_pool_load(h->u->pool, handle, dst) < 0) {
+			if (!i)
+				return -EIO;
+			release_run(h->u, run, i);
+			break;
+		}
+	}
+	return 0;
+}
+
+/*
+ * A page read back from the pool is installed write-protected (with
+ * WP_ASYNC, a later write silently clears the protection and PAGEMAP_SCAN
+ * reports it) and keeps its stored copy, so that an unwritten page is
+ * dropped at eviction instead of being compressed again. A page that is
+ * being written now is dirty at once: its copy is freed once installed.
+ */
+static bool keeps_copy(struct upg *u, bool write, size_t i)
+{
+	return u->caps.wp_async && !(write && i == 0);
+}
+
+static void entries_after_load(struct upg *u, struct run *run, bool write,
+			       uint64_t *val)
+{
+	for (size_t i = 0; i < run->n; i++)
+		val[i] = keeps_copy(u, write, i)
+				 ? (run->old[i] & ~PTE_STATE) | PTE_RESIDENT |
+					   PTE_REF
+				 : pte_make(PTE_RESIDENT, PTE_REF, 0);
+}
+
+static long install_loaded(struct upg_handler *h, struct run *run, bool write)
+{
+	struct upg *u = h->u;
+	char *dst = region_addr(run->r, run->idx);
+	size_t len = run->n << UPG_PAGE_SHIFT;
+	bool wp = u->caps.wp_async;
+	long ret;
+
+	if (!write || !wp)
+		return install(u, dst, h->buf, len, wp);
+	/* The written page goes in writable, its neighbours protected. */
+	ret = install(u, dst, h->buf, UPG_PAGE_SIZE, false);
+	if (ret != (long)UPG_PAGE_SIZE || run->n == 1)
+		return ret;
+	ret = install(u, dst + UPG_PAGE_SIZE, h->buf + UPG_PAGE_SIZE,
+		      len - UPG_PAGE_SIZE, true);
+	return (long)UPG_PAGE_SIZE + MAX(ret, 0);
+}
+
+static void count_restore(struct upg_handler *h, uint64_t first, size_t k,
+			  uint64_t t0)
+{
+	bool same = upg_pool_kind(pte_payload(first)) == UPG_POOL_SAME;
+
+	upg_stat_inc(h->stats, same ? UPG_STAT_fault_same : UPG_STAT_fault_pool);
+	upg_stat_add(h->stats, UPG_STAT_refault, k);
+	upg_stat_add(h->stats, UPG_STAT_fault_around_pool, k - 1);
+	upg_stat_time(h->stats, same ? UPG_HIST_same : UPG_HIST_pool,
+		      upg_now_ns() - t0);
+}
+
+/*
+ * The stored copy of an evicted page is unreadable: the data is lost and
+ * the page must not read as anything. Poison it (the access raises SIGBUS)
+ * where the kernel can; the error is logged with the address either way.
+ */
+static void restore_failed(struct upg_handler *h, struct run *run)
+{
+	char *addr = region_addr(run->r, run->idx);
+
+	upg_stat_inc(h->stats, UPG_STAT_fault_error);
+	upg_err("stored copy of page %p is corrupt (pool handle %#llx): the "
+		"page's contents are lost",
+		(void *)addr, (unsigned long long)pte_payload(run->old[0]));
+	upg_uncharge(h->u, (long)run->n);
+	release_run(h->u, run, 0);
+	if (upg_uffd_poison(h->u->uffd, addr, UPG_PAGE_SIZE) < 0)
+		upg_err("cannot poison %p (no UFFDIO_POISON): the faulting "
+			"thread stays blocked", (void *)addr);
+}
+
+static void resolve_evicted(struct upg_handler *h, struct run *run, bool write,
+			    uint64_t t0)
+{
+	struct upg *u = h->u;
+	uint64_t val[UPG_CLUSTER_MAX];
+	uint64_t first = run->old[0];
+	size_t n, k;
+	long ret;
+
+	grow_run(run, fault_window(u, run->r, run->idx), PTE_EVICTED);
+	release_run(u, run, (size_t)charge_or_wait(h, (long)run->n));
+	if (!run->n) {
+		upg_uffd_wake(u->uffd, region_addr(run->r, run->idx),
+			      UPG_PAGE_SIZE);
+		return;
+	}
+	n = run->n;
+	if (load_run(h, run) < 0)
+		return restore_failed(h, run);
+	upg_uncharge(u, (long)(n - run->n));
+	entries_after_load(u, run, write, val);
+	ret = install_loaded(h, run, write);
+	k = settle(h, run, ret, val);
+	if (!k)
+		return install_failed(h, region_addr(run->r, run->idx), ret);
+	/* Installed pages that were not kept clean lose their stored copy. */
+	for (size_t i = 0; i < k; i++)
+		if (!(val[i] & PTE_COPY))
+			upg_page_drop_copy(u, run->old[i]);
+	count_restore(h, first, k, t0);
+}
+
+/*
+ * A fault on a page we think is resident: either a duplicate message
+ * (another thread faulted on it too, or a signal restarted the access) or
+ * the program discarded the page behind our back (madvise without
+ * UFFD_EVENT_REMOVE): then it reads as zeros, as the kernel would have it.
+ */
+static void resolve_resident(struct upg_handler *h, struct run *run)
+{
+	struct upg *u = h->u;
+	char *addr = region_addr(run->r, run->idx);
+	long ret = upg_uffd_zeropage(u->uffd, addr, UPG_PAGE_SIZE, true);
+	uint64_t val = run->old[0];
+
+	if (ret > 0) {
+		upg_page_drop_copy(u, val);
+		val = pte_make(PTE_RESIDENT, PTE_REF, 0);
+		upg_stat_inc(h->stats, UPG_STAT_fault_zero);
+	} else {
+		upg_stat_inc(h->stats, UPG_STAT_fault_dup);
+		upg_uffd_wake(u->uffd, addr, UPG_PAGE_SIZE);
+	}
+	upg_page_publish(u, run->r, run->idx, PTE_RESIDENT, val);
+}
+
+/* ------------------------------------------------------------------ */
+/* Messages                                                            */
+/* ------------------------------------------------------------------ */
+
+/* A fault outside every region (released meanwhile): let it zero-fill. */
+static void stray_fault(struct upg_handler *h, char *addr)
+{
+	if (upg_uffd_zeropage(h->u->uffd, addr, UPG_PAGE_SIZE, true) < 0)
+		upg_uffd_wake(h->u->uffd, addr, UPG_PAGE_SIZE);
+}
+
+/*
+ * Write-protect fault: only the copy fallback protects pages, while it
+ * copies them out under the page lock. If the lock is still held the
+ * holder wakes the writer when done; otherwise the eviction is over and
+ * the writer can go again (it then takes a missing-page fault).
+ */
+static void wp_fault(struct upg_handler *h, struct upg_region *r, size_t idx)
+{
+	char *addr = region_addr(r, idx);
+
+	if (pte_mark_waiting(&r->pte[idx])) {
+		upg_stat_inc(h->stats, UPG_STAT_fault_deferred);
+		return;
+	}
+	upg_stat_inc(h->stats, UPG_STAT_fault_wp);
+	if (pte_state(atomic_load(&r->pte[idx])) == PTE_RESIDENT)
+		upg_uffd_writeprotect(h->u->uffd, addr, UPG_PAGE_SIZE, false);
+	else
+		upg_uffd_wake(h->u->uffd, addr, UPG_PAGE_SIZE);
+}
+
+/*
+ * The copy fallback reads managed memory from the evictor thread. If the
+ * program zapped such a page meanwhile, the evictor itself faults on a page
+ * it holds locked; a zero page is then the right contents.
+ */
+static bool evictor_self_fault(struct upg_handler *h, char *addr, uint32_t tid)
+{
+	if (!tid || (pid_t)tid != atomic_load(&h->u->evictor_tid))
+		return false;
+	upg_uffd_zeropage(h->u->uffd, addr, UPG_PAGE_SIZE, true);
+	return true;
+}
+
+static void on_fault(struct upg_handler *h, const struct uffd_msg *m)
+{
+	char *addr = (char *)(uintptr_t)(m->arg.pagefault.address & UPG_PAGE_MASK);
+	uint64_t flags = m->arg.pagefault.flags;
+	bool write = flags & UFFD_PAGEFAULT_FLAG_WRITE;
+	struct upg_region *r = upg_region_find(h->u, addr);
+	uint64_t t0 = upg_now_ns();
+	struct run run;
+	size_t idx;
+
+	if (!r)
+		return stray_fault(h, addr);
+	idx = (size_t)(addr - r->start) >> UPG_PAGE_SHIFT;
+	if (flags & UFFD_PAGEFAULT_FLAG_WP)
+		return wp_fault(h, r, idx);
+	if (write)
+		upg_stat_inc(h->stats, UPG_STAT_fault_write);
+	run = (struct run){ .r = r, .idx = idx, .n = 1 };
+	while (!pte_trylock(&r->pte[idx], &run.old[0])) {
+		if (pte_mark_waiting(&r->pte[idx])) {
+			if (!evictor_self_fault(h, addr, m->arg.pagefault.feat.ptid))
+				upg_stat_inc(h->stats, UPG_STAT_fault_deferred);
+			return;
+		}
+	}
+	switch (pte_state(run.old[0])) {
+	case PTE_UNTOUCHED:
+		resolve_zero(h, &run, write);
+		upg_stat_time(h->stats, UPG_HIST_zero, upg_now_ns() - t0);
+		break;
+	case PTE_EVICTED:
+		resolve_evicted(h, &run, write, t0);
+		break;
+	default:
+		resolve_resident(h, &run);
+	}
+}
+
+/* Forget one page the program discarded (see on_remove()). */
+static void zap_page(struct upg *u, struct upg_region *r, size_t idx)
+{
+	upg_pte_t *p = &r->pte[idx];
+	uint64_t v;
+
+	for (;;) {
+		if (pte_trylock(p, &v)) {
+			if (pte_state(v) == PTE_RESIDENT)
+				upg_uncharge(u, 1);
+			upg_page_drop_copy(u, v);
+			upg_page_publish(u, r, idx, pte_state(v), PTE_UNTOUCHED);
+			return;
+		}
+		v = atomic_load(p);
+		if ((v & PTE_LOCK) &&
+		    atomic_compare_exchange_weak(p, &v, v | PTE_ZAP))
+			return;
+	}
+}
+
+static void zap_range(struct upg *u, struct upg_region *r, char *s, char *e)
+{
+	size_t idx = (size_t)(MAX(s, r->start) - r->start) >> UPG_PAGE_SHIFT;
+	size_t end = (size_t)(MIN(e, r->start + r->len) - r->start) >>
+		     UPG_PAGE_SHIFT;
+
+	while (idx < end) {
+		size_t c = idx >> UPG_CHUNK_SHIFT;
+		size_t stop = MIN(end, (c + 1) << UPG_CHUNK_SHIFT);
+
+		if (!atomic_load_explicit(&r->chunk_used[c],
+					  memory_order_relaxed)) {
+			idx = stop;
+			continue;
+		}
+		for (; idx < stop; idx++)
+			if (atomic_load_explicit(&r->pte[idx],
+						 memory_order_relaxed))
+				zap_page(u, r, idx);
+	}
+}
+
+/*
+ * UFFD_EVENT_REMOVE: the program called madvise(MADV_DONTNEED/FREE) on
+ * managed memory; the kernel zaps the range once we have read the event.
+ * Every page in it reads as zeros afterwards, so stored copies are dead.
+ * The copy fallback's own zaps (self_zap range) are the evictor's business.
+ */
+static void on_remove(struct upg_handler *h, const struct uffd_msg *m)
+{
+	struct upg *u = h->u;
+	char *s = (char *)(uintptr_t)m->arg.remove.start;
+	char *e = (char *)(uintptr_t)m->arg.remove.end;
+
+	if ((uintptr_t)s == atomic_load(&u->self_zap_start) &&
+	    (uintptr_t)e == atomic_load(&u->self_zap_end))
+		return;
+	upg_stat_inc(h->stats, UPG_STAT_remove_events);
+	for (size_t i = 0; i < u->nregions; i++) {
+		struct upg_region *r = u->regions[i];
+
+		if (s < r->start + r->len && e > r->start)
+			zap_range(u, r, s, e);
+	}
+}
+
+static void dispatch(struct upg_handler *h, const struct uffd_msg *m)
+{
+	switch (m->event) {
+	case UFFD_EVENT_PAGEFAULT:
+		on_fault(h, m);
+		break;
+	case UFFD_EVENT_REMOVE:
+		on_remove(h, m);
+		break;
+	default:
+		upg_dbg("ignored userfaultfd event %u", m->event);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Threads                                                             */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Pin to our CPU and block every signal: the program's handlers must not
+ * run on our threads, and a signal must not interrupt a fault resolution.
+ */
+static void handler_setup(struct upg_handler *h)
+{
+	sigset_t all;
+	cpu_set_t set;
+	char name[16];
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	if (h->cpu >= 0) {
+		CPU_ZERO(&set);
+		CPU_SET(h->cpu, &set);
+		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	}
+	snprintf(name, sizeof(name), "upg-fault/%d", h->cpu);
+	pthread_setname_np(pthread_self(), name);
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+}
+
+/* Blocking read; the only point where upg_fault_stop() may cancel us. */
+static ssize_t read_msgs(struct upg_handler *h, struct uffd_msg *m)
+{
+	ssize_t n;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+	n = read(h->u->uffd, m, sizeof(*m) * MSG_BATCH);
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+	return n;
+}
+
+static void *handler_main(void *arg)
+{
+	struct upg_handler *h = arg;
+	struct uffd_msg m[MSG_BATCH];
+	ssize_t n;
+
+	handler_setup(h);
+	while (!atomic_load_explicit(&h->u->stopping, memory_order_relaxed)) {
+		n = read_msgs(h, m);
+		if (n <= 0) {
+			if (n < 0 && errno != EINTR && errno != EAGAIN) {
+				upg_err("reading userfaultfd: %s",
+					strerror(errno));
+				break;
+			}
+			continue;
+		}
+		pthread_rwlock_rdlock(&h->u->regions_lock);
+		for (ssize_t i = 0; i < n / (ssize_t)sizeof(*m); i++)
+			dispatch(h, &m[i]);
+		pthread_rwlock_unlock(&h->u->regions_lock);
+	}
+	return NULL;
+}
+
+/* The CPUs we may run on, in order; handlers are pinned one per CPU. */
+static unsigned allowed_cpus(int *cpus, unsigned max)
+{
+	cpu_set_t set;
+	unsigned n = 0;
+
+	if (sched_getaffinity(0, sizeof(set), &set) < 0)
+		return 0;
+	for (int c = 0; c < CPU_SETSIZE && n < max; c++)
+		if (CPU_ISSET(c, &set))
+			cpus[n++] = c;
+	return n;
+}
+
+static int handler_init(struct upg *u, struct upg_handler *h, int cpu)
+{
+	size_t len = (size_t)u->p.cluster << UPG_PAGE_SHIFT;
+
+	h->u = u;
+	h->cpu = cpu;
+	h->buf = upg_map(len);
+	h->zero = upg_map(len);
+	return h->buf && h->zero ? 0 : -ENOMEM;
+}
+
+int upg_fault_start(struct upg *u)
+{
+	int cpus[1024];
+	unsigned ncpu = allowed_cpus(cpus, ARRAY_SIZE(cpus));
+	int err;
+
+	for (unsigned i = 0; i < u->nhandlers; i++) {
+		struct upg_handler *h = &u->handlers[i];
+
+		err = handler_init(u, h, ncpu ? cpus[i % ncpu] : -1);
+		if (err)
+			return err;
+		h->stats = &u->shards[i];
+		err = -pthread_create(&h->thread, NULL, handler_main, h);
+		if (err)
+			return upg_seterr(err, "cannot start fault handler: %s",
+					  strerror(-err));
+		h->started = true;
+	}
+	return 0;
+}
+
+void upg_fault_stop(struct upg *u)
+{
+	atomic_store(&u->stopping, true);
+	for (unsigned i = 0; i < u->nhandlers; i++) {
+		struct upg_handler *h = &u->handlers[i];
+
+		if (h->started) {
+			pthread_cancel(h->thread);
+			pthread_join(h->thread, NULL);
+		}
+		upg_unmap(h->buf, (size_t)u->p.cluster << UPG_PAGE_SHIFT);
+		upg_unmap(h->zero, (size_t)u->p.cluster << UPG_PAGE_SHIFT);
+	}
+}

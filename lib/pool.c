@@ -1,0 +1,767 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The compressed pool: a zsmalloc-like size-class allocator for LZ4 objects.
+ *
+ * Concept. An object lives in a chunk: 16-64 KiB of anonymous memory mapped
+ * with upg_map() (never malloc: in preload mode malloc is ours and lives in
+ * managed memory). Each chunk serves one size class; compressed objects use
+ * classes in CLASS_STEP steps up to UPG_COMPRESS_MAX, pages that compress
+ * worse are stored raw in a 4096-byte class. A class keeps its non-full
+ * chunks in NR_GROUPS lists by fullness and allocates from the fullest, so
+ * that frees concentrate in few chunks; a chunk whose last object is freed
+ * is unmapped at once, giving the memory back. Same-filled pages take no
+ * object: the handle carries the word, inline or as an index into a small
+ * refcounted table of interned words. Objects never move (no compaction):
+ * the handle names the chunk and slot directly.
+ *
+ * Handle layout (56 bits; 0 is never a handle because the kind is never 0):
+ *   bits  0-1   kind + 1 (1 same, 2 compressed, 3 raw)
+ *   same:   bits 2-3 form, bits 4-55 payload
+ *           form 0: the word, sign-extended from 52 bits
+ *           form 1: the word is two equal 32-bit halves; payload = one half
+ *           form 2: payload = index into the interned-word table
+ *   object: bits 2-12 slot, bits 13-24 compressed length (0 for raw),
+ *           bits 25-55 chunk id
+ *
+ * Locking. Lock order: class lock, then id_lock. A class lock protects its
+ * fullness lists and all metadata of its chunks except @base; id_lock
+ * protects the free chunk-id list. The interned-word table has its own lock,
+ * never held with another. Loads and comparisons take no lock: the caller
+ * guarantees that nobody frees the handle meanwhile, so the chunk is mapped
+ * and its slot is stable; the chunk table is mapped once for MAX_CHUNKS
+ * entries and never moves, and @base is published with release before the
+ * handle exists.
+ *
+ * Invariants. stats.used_bytes is the size of all mapped chunks and never
+ * exceeds stats.max_bytes at the time the chunk was mapped (it is reserved
+ * with a compare-and-swap before mmap). A mapped chunk holds at least one
+ * live object except inside obj_alloc(). Statistics are relaxed atomics:
+ * they are counters, nothing is published through them.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "common.h"
+#include "compress.h"
+#include "pool.h"
+
+#define H_KIND_MASK 0x3ULL
+#define H_SAME_FORM_SHIFT 2
+#define H_SAME_VAL_SHIFT 4
+#define H_SAME_VAL_BITS 52
+#define H_IDX_SHIFT 2
+#define H_IDX_BITS 11
+#define H_LEN_SHIFT 13
+#define H_LEN_BITS 12
+#define H_CHUNK_SHIFT 25
+#define H_CHUNK_BITS 31
+
+enum same_form {
+	SAME_SEXT = 0,
+	SAME_HALVES = 1,
+	SAME_INTERNED = 2,
+};
+
+#define CLASS_STEP 32
+#define NR_ZCLASSES (UPG_COMPRESS_MAX / CLASS_STEP)
+#define RAW_CLASS NR_ZCLASSES
+#define NR_CLASSES (NR_ZCLASSES + 1)
+#define CHUNK_MIN_PAGES 4
+#define CHUNK_MAX_PAGES 16
+#define CHUNK_WASTE_OK 128 /* accept tail waste below chunk/128 */
+#define NR_GROUPS 4
+#define GROUP_FULL NR_GROUPS
+#define GROUP_NONE 0xff
+#define MAX_CHUNKS (1U << 22) /* >= 64 GiB of pool at 16 KiB chunks */
+#define NO_CHUNK UINT32_MAX
+#define NO_OBJ 0xffff
+#define SAME_SLOTS 128
+
+_Static_assert(H_CHUNK_SHIFT + H_CHUNK_BITS == UPG_POOL_HANDLE_BITS,
+	       "handle layout must fill exactly 56 bits");
+_Static_assert(UPG_COMPRESS_MAX % CLASS_STEP == 0, "class step");
+_Static_assert(UPG_COMPRESS_MAX < (1 << H_LEN_BITS), "length field");
+_Static_assert(CHUNK_MAX_PAGES * 4096 / CLASS_STEP <= (1 << H_IDX_BITS),
+	       "slot field");
+_Static_assert(CHUNK_MAX_PAGES * 4096 / CLASS_STEP < NO_OBJ, "slot type");
+_Static_assert(MAX_CHUNKS <= (1ULL << H_CHUNK_BITS), "chunk id field");
+
+/*
+ * Chunk metadata, kept outside the chunk so that objects fill all of it.
+ * @base: the mapping, NULL while the id is free. Written under the class
+ *	lock (release) and read without it (acquire) by load and equal.
+ * The rest is protected by the lock of class @cls while the chunk is
+ * mapped, by id_lock while its id is free (then @next links free ids).
+ */
+struct chunk {
+	char *base;
+	uint32_t prev, next; /* fullness list links, chunk ids */
+	uint16_t inuse;	     /* live objects */
+	uint16_t fresh;	     /* slots >= fresh were never handed out */
+	uint16_t free_head;  /* freed slots, linked through their bytes */
+	uint8_t cls, group;  /* size class, fullness group or GROUP_FULL */
+};
+
+/* One size class. @lock protects @head and the chunks of this class. */
+struct size_class {
+	pthread_mutex_t lock;
+	uint32_t head[NR_GROUPS]; /* non-full chunks, fullest group last */
+	uint32_t size;		  /* object size in bytes */
+	uint32_t chunk_bytes;
+	uint16_t cap; /* objects per chunk */
+} __attribute__((aligned(UPG_CACHELINE)));
+
+/*
+ * Interned same-filled words that do not fit inline. @lock protects all;
+ * load reads @word[i] without it: a slot's word only changes when its
+ * refcount is 0, and the caller holds a reference.
+ */
+struct same_table {
+	pthread_mutex_t lock;
+	uint64_t word[SAME_SLOTS];
+	uint32_t refs[SAME_SLOTS];
+};
+
+struct upg_pool {
+	struct chunk *chunks; /* MAX_CHUNKS entries, mapped NORESERVE */
+	pthread_mutex_t id_lock;
+	uint32_t id_free; /* free ids, linked through chunk.next */
+	uint32_t id_next; /* ids >= id_next were never used */
+	struct same_table same;
+	struct upg_pool_stats st __attribute__((aligned(UPG_CACHELINE)));
+	struct size_class cls[NR_CLASSES];
+};
+
+/* ---------------------------------------------------------------------- */
+/* Statistics */
+
+static void stat_add(uint64_t *c, int64_t v)
+{
+	__atomic_fetch_add(c, (uint64_t)v, __ATOMIC_RELAXED);
+}
+
+static uint64_t stat_get(const uint64_t *c)
+{
+	return __atomic_load_n(c, __ATOMIC_RELAXED);
+}
+
+static void stats_account(struct upg_pool *pool, enum upg_pool_kind kind,
+			  int len, int sign)
+{
+	struct upg_pool_stats *st = &pool->st;
+
+	stat_add(&st->objects, sign);
+	stat_add(&st->stored_bytes, sign * (int64_t)UPG_PAGE_SIZE);
+	if (kind == UPG_POOL_SAME)
+		stat_add(&st->same, sign);
+	else
+		stat_add(&st->compressed_bytes, sign * (int64_t)len);
+	if (kind == UPG_POOL_RAW)
+		stat_add(&st->raw, sign);
+}
+
+/* Reserve @n bytes of the limit; false when that would exceed it. */
+static bool bytes_reserve(struct upg_pool *pool, uint64_t n)
+{
+	uint64_t used = stat_get(&pool->st.used_bytes);
+
+	do {
+		if (used + n > stat_get(&pool->st.max_bytes))
+			return false;
+	} while (!__atomic_compare_exchange_n(&pool->st.used_bytes, &used,
+					      used + n, true, __ATOMIC_RELAXED,
+					      __ATOMIC_RELAXED));
+	return true;
+}
+
+static void bytes_release(struct upg_pool *pool, uint64_t n)
+{
+	__atomic_fetch_sub(&pool->st.used_bytes, n, __ATOMIC_RELAXED);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Handles */
+
+enum upg_pool_kind upg_pool_kind(uint64_t handle)
+{
+	return (enum upg_pool_kind)((handle & H_KIND_MASK) - 1);
+}
+
+static uint64_t kind_bits(enum upg_pool_kind kind)
+{
+	return (uint64_t)kind + 1;
+}
+
+static uint64_t same_handle(enum same_form form, uint64_t payload)
+{
+	uint64_t mask = (1ULL << H_SAME_VAL_BITS) - 1;
+
+	return kind_bits(UPG_POOL_SAME) | (uint64_t)form << H_SAME_FORM_SHIFT |
+	       (payload & mask) << H_SAME_VAL_SHIFT;
+}
+
+static enum same_form same_form(uint64_t h)
+{
+	return (enum same_form)((h >> H_SAME_FORM_SHIFT) & 3);
+}
+
+static uint64_t same_payload(uint64_t h)
+{
+	return h >> H_SAME_VAL_SHIFT;
+}
+
+static uint64_t obj_handle(enum upg_pool_kind kind, uint32_t cid, unsigned idx,
+			   int len)
+{
+	return kind_bits(kind) | (uint64_t)idx << H_IDX_SHIFT |
+	       (uint64_t)len << H_LEN_SHIFT | (uint64_t)cid << H_CHUNK_SHIFT;
+}
+
+static unsigned h_idx(uint64_t h)
+{
+	return (h >> H_IDX_SHIFT) & ((1U << H_IDX_BITS) - 1);
+}
+
+static int h_len(uint64_t h)
+{
+	if (upg_pool_kind(h) == UPG_POOL_RAW)
+		return (int)UPG_PAGE_SIZE;
+	return (int)((h >> H_LEN_SHIFT) & ((1U << H_LEN_BITS) - 1));
+}
+
+static uint32_t h_chunk(uint64_t h)
+{
+	return (uint32_t)(h >> H_CHUNK_SHIFT);
+}
+
+/* The class of an object of @len bytes (UPG_PAGE_SIZE: raw). */
+static unsigned len_class(int len)
+{
+	if (len > UPG_COMPRESS_MAX)
+		return RAW_CLASS;
+	return (unsigned)(len + CLASS_STEP - 1) / CLASS_STEP - 1;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Same-filled words */
+
+/*
+ * Take a reference on the interned slot for @w, creating it if needed.
+ * Return: the slot, or -ENOSPC when the table is full.
+ */
+static int same_get(struct same_table *t, uint64_t w)
+{
+	int i, slot = -ENOSPC;
+
+	pthread_mutex_lock(&t->lock);
+	for (i = 0; i < SAME_SLOTS; i++) {
+		if (t->refs[i] && t->word[i] == w) {
+			slot = i;
+			break;
+		}
+		if (!t->refs[i] && slot < 0)
+			slot = i;
+	}
+	if (slot >= 0) {
+		if (!t->refs[slot])
+			t->word[slot] = w;
+		t->refs[slot]++;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return slot;
+}
+
+static void same_put(struct same_table *t, unsigned slot)
+{
+	pthread_mutex_lock(&t->lock);
+	if (slot < SAME_SLOTS && t->refs[slot])
+		t->refs[slot]--;
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* Encode @w in a handle; false when not inline and the table is full. */
+static bool same_encode(struct upg_pool *pool, uint64_t w, uint64_t *h)
+{
+	int64_t sext = (int64_t)(w << (64 - H_SAME_VAL_BITS)) >>
+		       (64 - H_SAME_VAL_BITS);
+	int slot;
+
+	if ((uint64_t)sext == w) {
+		*h = same_handle(SAME_SEXT, w);
+		return true;
+	}
+	if (w >> 32 == (w & 0xffffffffULL)) {
+		*h = same_handle(SAME_HALVES, w & 0xffffffffULL);
+		return true;
+	}
+	slot = same_get(&pool->same, w);
+	if (slot < 0)
+		return false;
+	*h = same_handle(SAME_INTERNED, (uint64_t)slot);
+	return true;
+}
+
+/* The word of a same-filled handle. Return: 0, or -EIO for a bad handle. */
+static int same_decode(struct upg_pool *pool, uint64_t h, uint64_t *w)
+{
+	uint64_t v = same_payload(h);
+
+	switch (same_form(h)) {
+	case SAME_SEXT:
+		*w = (uint64_t)((int64_t)(h << (64 - UPG_POOL_HANDLE_BITS)) >>
+				(64 - UPG_POOL_HANDLE_BITS + H_SAME_VAL_SHIFT));
+		return 0;
+	case SAME_HALVES:
+		*w = v << 32 | v;
+		return 0;
+	case SAME_INTERNED:
+		if (v >= SAME_SLOTS)
+			return -EIO;
+		*w = pool->same.word[v];
+		return 0;
+	}
+	return -EIO;
+}
+
+/* ---------------------------------------------------------------------- */
+/*
+ * Chunks: ids (under id_lock), mapping and fullness lists (caller holds the
+ * class lock). A new chunk is mapped under its class lock: that stalls only
+ * its class, once per 16-64 KiB of objects.
+ */
+
+static uint32_t id_get(struct upg_pool *pool)
+{
+	uint32_t id;
+
+	pthread_mutex_lock(&pool->id_lock);
+	id = pool->id_free;
+	if (id != NO_CHUNK)
+		pool->id_free = pool->chunks[id].next;
+	else if (pool->id_next < MAX_CHUNKS)
+		id = pool->id_next++;
+	pthread_mutex_unlock(&pool->id_lock);
+	return id;
+}
+
+static void id_put(struct upg_pool *pool, uint32_t id)
+{
+	pthread_mutex_lock(&pool->id_lock);
+	pool->chunks[id].next = pool->id_free;
+	pool->id_free = id;
+	pthread_mutex_unlock(&pool->id_lock);
+}
+
+static void list_add(struct upg_pool *pool, uint32_t *head, uint32_t id)
+{
+	struct chunk *ch = &pool->chunks[id];
+
+	ch->prev = NO_CHUNK;
+	ch->next = *head;
+	if (*head != NO_CHUNK)
+		pool->chunks[*head].prev = id;
+	*head = id;
+}
+
+static void list_del(struct upg_pool *pool, uint32_t *head, uint32_t id)
+{
+	struct chunk *ch = &pool->chunks[id];
+
+	if (ch->prev != NO_CHUNK)
+		pool->chunks[ch->prev].next = ch->next;
+	else
+		*head = ch->next;
+	if (ch->next != NO_CHUNK)
+		pool->chunks[ch->next].prev = ch->prev;
+}
+
+/* Move chunk @id to the list that matches its fullness. */
+static void regroup(struct upg_pool *pool, struct size_class *sc, uint32_t id)
+{
+	struct chunk *ch = &pool->chunks[id];
+	unsigned g = GROUP_FULL;
+
+	if (ch->inuse < sc->cap)
+		g = (unsigned)ch->inuse * NR_GROUPS / sc->cap;
+	if (g == ch->group)
+		return;
+	if (ch->group < NR_GROUPS)
+		list_del(pool, &sc->head[ch->group], id);
+	if (g < NR_GROUPS)
+		list_add(pool, &sc->head[g], id);
+	ch->group = (uint8_t)g;
+}
+
+/* The fullest non-full chunk of @sc, or NO_CHUNK. */
+static uint32_t class_pick(const struct size_class *sc)
+{
+	int g;
+
+	for (g = NR_GROUPS - 1; g >= 0; g--)
+		if (sc->head[g] != NO_CHUNK)
+			return sc->head[g];
+	return NO_CHUNK;
+}
+
+/*
+ * Map a new, empty chunk for class @c and put it on its fullness list.
+ * Return: 0, -ENOSPC at the limit or out of chunk ids, -ENOMEM.
+ */
+static int chunk_new(struct upg_pool *pool, unsigned c, uint32_t *out)
+{
+	struct size_class *sc = &pool->cls[c];
+	struct chunk *ch;
+	uint32_t id;
+	char *base;
+
+	if (!bytes_reserve(pool, sc->chunk_bytes))
+		return -ENOSPC;
+	id = id_get(pool);
+	if (id == NO_CHUNK)
+		goto err_release;
+	base = upg_map(sc->chunk_bytes);
+	if (!base)
+		goto err_put_id;
+	ch = &pool->chunks[id];
+	*ch = (struct chunk){ .free_head = NO_OBJ,
+			      .cls = (uint8_t)c,
+			      .group = GROUP_NONE };
+	__atomic_store_n(&ch->base, base, __ATOMIC_RELEASE);
+	regroup(pool, sc, id);
+	*out = id;
+	return 0;
+
+err_put_id:
+	id_put(pool, id);
+	bytes_release(pool, sc->chunk_bytes);
+	return -ENOMEM;
+err_release:
+	bytes_release(pool, sc->chunk_bytes);
+	return -ENOSPC;
+}
+
+/*
+ * Take the chunk @id off its list and forget its mapping; the caller unmaps
+ * it with chunk_unmap() after dropping the class lock. Return: the mapping.
+ */
+static char *chunk_retire(struct upg_pool *pool, struct size_class *sc,
+			  uint32_t id)
+{
+	struct chunk *ch = &pool->chunks[id];
+	char *base = ch->base;
+
+	if (ch->group < NR_GROUPS)
+		list_del(pool, &sc->head[ch->group], id);
+	ch->group = GROUP_NONE;
+	__atomic_store_n(&ch->base, NULL, __ATOMIC_RELAXED);
+	return base;
+}
+
+/*
+ * Unmap a retired chunk, then give back its bytes and its id, in that order
+ * so that used_bytes never undercounts what is mapped. No lock held.
+ */
+static void chunk_unmap(struct upg_pool *pool, struct size_class *sc,
+			uint32_t id, char *base)
+{
+	upg_unmap(base, sc->chunk_bytes);
+	bytes_release(pool, sc->chunk_bytes);
+	id_put(pool, id);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Objects */
+
+static char *slot_addr(const struct size_class *sc, char *base, unsigned idx)
+{
+	return base + (size_t)idx * sc->size;
+}
+
+/* Take a slot from chunk @id. Caller holds the class lock; chunk not full. */
+static unsigned chunk_take(struct upg_pool *pool, struct size_class *sc,
+			   uint32_t id)
+{
+	struct chunk *ch = &pool->chunks[id];
+	unsigned idx;
+
+	if (ch->free_head != NO_OBJ) {
+		idx = ch->free_head;
+		memcpy(&ch->free_head, slot_addr(sc, ch->base, idx),
+		       sizeof(ch->free_head));
+	} else {
+		idx = ch->fresh++;
+	}
+	ch->inuse++;
+	regroup(pool, sc, id);
+	return idx;
+}
+
+/* Allocate one object of class @c. Return: 0, -ENOSPC, -ENOMEM. */
+static int obj_alloc(struct upg_pool *pool, unsigned c, uint32_t *id,
+		     unsigned *idx)
+{
+	struct size_class *sc = &pool->cls[c];
+	uint32_t cid;
+	int ret = 0;
+
+	pthread_mutex_lock(&sc->lock);
+	cid = class_pick(sc);
+	if (cid == NO_CHUNK) {
+		ret = chunk_new(pool, c, &cid);
+		if (ret)
+			goto out_unlock;
+	}
+	*idx = chunk_take(pool, sc, cid);
+	*id = cid;
+out_unlock:
+	pthread_mutex_unlock(&sc->lock);
+	return ret;
+}
+
+static void obj_free(struct upg_pool *pool, unsigned c, uint32_t id,
+		     unsigned idx)
+{
+	struct size_class *sc = &pool->cls[c];
+	struct chunk *ch = &pool->chunks[id];
+	char *dead = NULL;
+
+	pthread_mutex_lock(&sc->lock);
+	memcpy(slot_addr(sc, ch->base, idx), &ch->free_head,
+	       sizeof(ch->free_head));
+	ch->free_head = (uint16_t)idx;
+	if (--ch->inuse == 0)
+		dead = chunk_retire(pool, sc, id);
+	else
+		regroup(pool, sc, id);
+	pthread_mutex_unlock(&sc->lock);
+	if (dead)
+		chunk_unmap(pool, sc, id, dead);
+}
+
+/* Whether @h is well-formed for an object (kind, length and chunk id). */
+static bool obj_handle_valid(uint64_t h)
+{
+	return (h & H_KIND_MASK) != 0 && h_len(h) > 0 &&
+	       h_chunk(h) < MAX_CHUNKS && h >> UPG_POOL_HANDLE_BITS == 0;
+}
+
+/*
+ * The bytes of the object behind @h, or NULL for a handle that names no
+ * live chunk. Lock-free: see the file comment.
+ */
+static const char *obj_ptr(struct upg_pool *pool, uint64_t h)
+{
+	uint32_t id = h_chunk(h);
+	unsigned idx = h_idx(h);
+	const struct size_class *sc;
+	char *base;
+
+	if (!obj_handle_valid(h))
+		return NULL;
+	base = __atomic_load_n(&pool->chunks[id].base, __ATOMIC_ACQUIRE);
+	sc = &pool->cls[len_class(h_len(h))];
+	if (!base || idx >= sc->cap)
+		return NULL;
+	return slot_addr(sc, base, idx);
+}
+
+static int store_object(struct upg_pool *pool, enum upg_pool_kind kind,
+			const void *src, int len, uint64_t *handle)
+{
+	unsigned c = len_class(len), idx;
+	uint32_t id;
+	int ret;
+
+	ret = obj_alloc(pool, c, &id, &idx);
+	if (ret)
+		return ret;
+	memcpy(slot_addr(&pool->cls[c], pool->chunks[id].base, idx), src,
+	       (size_t)len);
+	*handle = obj_handle(kind, id, idx, kind == UPG_POOL_RAW ? 0 : len);
+	stats_account(pool, kind, len, 1);
+	return (int)kind;
+}
+
+/* ---------------------------------------------------------------------- */
+/* API */
+
+int upg_pool_store(struct upg_pool *pool, const void *page, uint64_t *handle)
+{
+	char buf[UPG_COMPRESS_MAX];
+	uint64_t word;
+	int len;
+
+	if (upg_page_same_filled(page, &word) &&
+	    same_encode(pool, word, handle)) {
+		stats_account(pool, UPG_POOL_SAME, 0, 1);
+		return UPG_POOL_SAME;
+	}
+	len = upg_compress_page(page, buf, (int)sizeof(buf));
+	if (len > 0)
+		return store_object(pool, UPG_POOL_COMPRESSED, buf, len,
+				    handle);
+	return store_object(pool, UPG_POOL_RAW, page, (int)UPG_PAGE_SIZE,
+			    handle);
+}
+
+int upg_pool_load(struct upg_pool *pool, uint64_t handle, void *page)
+{
+	const char *obj;
+	uint64_t word;
+
+	if (upg_pool_kind(handle) == UPG_POOL_SAME) {
+		if (same_decode(pool, handle, &word))
+			return -EIO;
+		upg_page_fill(page, word);
+		return 0;
+	}
+	obj = obj_ptr(pool, handle);
+	if (!obj)
+		return -EIO;
+	if (upg_pool_kind(handle) == UPG_POOL_RAW) {
+		memcpy(page, obj, UPG_PAGE_SIZE);
+		return 0;
+	}
+	return upg_decompress_page(obj, h_len(handle), page);
+}
+
+bool upg_pool_equal(struct upg_pool *pool, uint64_t handle, const void *page)
+{
+	char buf[UPG_PAGE_SIZE];
+	const char *obj;
+	uint64_t word, w;
+
+	if (upg_pool_kind(handle) == UPG_POOL_SAME)
+		return !same_decode(pool, handle, &word) &&
+		       upg_page_same_filled(page, &w) && w == word;
+	obj = obj_ptr(pool, handle);
+	if (!obj)
+		return false;
+	if (upg_pool_kind(handle) == UPG_POOL_RAW)
+		return !memcmp(obj, page, UPG_PAGE_SIZE);
+	return !upg_decompress_page(obj, h_len(handle), buf) &&
+	       !memcmp(buf, page, UPG_PAGE_SIZE);
+}
+
+/* A malformed handle (0 included) is ignored, like free(NULL). */
+void upg_pool_free(struct upg_pool *pool, uint64_t handle)
+{
+	enum upg_pool_kind kind = upg_pool_kind(handle);
+
+	if (kind == UPG_POOL_SAME) {
+		if (same_form(handle) == SAME_INTERNED)
+			same_put(&pool->same, (unsigned)same_payload(handle));
+		stats_account(pool, kind, 0, -1);
+		return;
+	}
+	if (!obj_handle_valid(handle))
+		return;
+	obj_free(pool, len_class(h_len(handle)), h_chunk(handle),
+		 h_idx(handle));
+	stats_account(pool, kind, h_len(handle), -1);
+}
+
+void upg_pool_set_max(struct upg_pool *pool, size_t max_bytes)
+{
+	__atomic_store_n(&pool->st.max_bytes, (uint64_t)max_bytes,
+			 __ATOMIC_RELAXED);
+}
+
+void upg_pool_get_stats(struct upg_pool *pool, struct upg_pool_stats *s)
+{
+	const struct upg_pool_stats *st = &pool->st;
+
+	s->objects = stat_get(&st->objects);
+	s->same = stat_get(&st->same);
+	s->raw = stat_get(&st->raw);
+	s->stored_bytes = stat_get(&st->stored_bytes);
+	s->compressed_bytes = stat_get(&st->compressed_bytes);
+	s->used_bytes = stat_get(&st->used_bytes);
+	s->max_bytes = stat_get(&st->max_bytes);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Setup */
+
+/*
+ * Chunk size for objects of @size bytes: the smallest of CHUNK_MIN_PAGES ..
+ * CHUNK_MAX_PAGES pages whose tail waste is under 1/CHUNK_WASTE_OK, else
+ * the one that wastes the least. Small chunks empty (and are unmapped)
+ * sooner after random frees; large ones waste less at the tail.
+ */
+static uint32_t chunk_bytes_for(uint32_t size)
+{
+	uint64_t bytes, waste, best = 0, best_waste = 0;
+	uint32_t pages;
+
+	for (pages = CHUNK_MIN_PAGES; pages <= CHUNK_MAX_PAGES; pages++) {
+		bytes = pages * UPG_PAGE_SIZE;
+		waste = bytes % size;
+		if (waste * CHUNK_WASTE_OK < bytes)
+			return (uint32_t)bytes;
+		/* waste / bytes < best_waste / best, without division */
+		if (!best || waste * best < best_waste * bytes) {
+			best = bytes;
+			best_waste = waste;
+		}
+	}
+	return (uint32_t)best;
+}
+
+static void class_init(struct size_class *sc, unsigned c)
+{
+	unsigned g;
+
+	pthread_mutex_init(&sc->lock, NULL);
+	for (g = 0; g < NR_GROUPS; g++)
+		sc->head[g] = NO_CHUNK;
+	sc->size = c == RAW_CLASS ? UPG_PAGE_SIZE : (c + 1) * CLASS_STEP;
+	sc->chunk_bytes = chunk_bytes_for(sc->size);
+	sc->cap = (uint16_t)(sc->chunk_bytes / sc->size);
+}
+
+int upg_pool_create(size_t max_bytes, struct upg_pool **out)
+{
+	struct upg_pool *pool;
+	unsigned c;
+
+	pool = upg_map(sizeof(*pool));
+	if (!pool)
+		return -ENOMEM;
+	pool->chunks = upg_map((size_t)MAX_CHUNKS * sizeof(struct chunk));
+	if (!pool->chunks) {
+		upg_unmap(pool, sizeof(*pool));
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&pool->id_lock, NULL);
+	pthread_mutex_init(&pool->same.lock, NULL);
+	pool->id_free = NO_CHUNK;
+	for (c = 0; c < NR_CLASSES; c++)
+		class_init(&pool->cls[c], c);
+	pool->st.max_bytes = max_bytes;
+	*out = pool;
+	return 0;
+}
+
+/* Unmaps every chunk; no other thread may use the pool any more. */
+void upg_pool_destroy(struct upg_pool *pool)
+{
+	struct chunk *ch;
+	uint32_t id;
+	unsigned c;
+
+	if (!pool)
+		return;
+	for (id = 0; id < pool->id_next; id++) {
+		ch = &pool->chunks[id];
+		if (ch->base)
+			upg_unmap(ch->base, pool->cls[ch->cls].chunk_bytes);
+	}
+	for (c = 0; c < NR_CLASSES; c++)
+		pthread_mutex_destroy(&pool->cls[c].lock);
+	pthread_mutex_destroy(&pool->same.lock);
+	pthread_mutex_destroy(&pool->id_lock);
+	upg_unmap(pool->chunks, (size_t)MAX_CHUNKS * sizeof(struct chunk));
+	upg_unmap(pool, sizeof(*pool));
+}

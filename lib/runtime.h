@@ -1,0 +1,145 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The runtime object shared by the fault handlers (fault.c), the evictor
+ * (evict.c) and the API (runtime.c).
+ *
+ * Lock order: regions_lock (rwlock) -> page locks (PTE_LOCK, in address
+ * order within a batch) -> pool class locks. ev_lock only guards the
+ * evictor's sleep and is never held with the others.
+ *
+ * Budget: `resident` counts pages installed in managed memory plus pages
+ * parked in the evictor's staging area. A page is charged before it is
+ * installed, so resident never exceeds budget, except while `overrun` is
+ * set (the pool is full and nothing can be evicted: we let the program run
+ * rather than deadlock, and count budget_overruns).
+ */
+#ifndef UPG_RUNTIME_H
+#define UPG_RUNTIME_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/types.h>
+
+#include "upager.h"
+#include "common.h"
+#include "pool.h"
+#include "region.h"
+#include "stats.h"
+#include "uffd.h"
+
+#define UPG_EVICT_BATCH 128
+#define UPG_CLUSTER_MAX 256
+
+struct upg_handler {
+	struct upg *u;
+	pthread_t thread;
+	bool started;
+	int cpu;
+	struct upg_stat_shard *stats;
+	char *buf;  /* cluster pages: decompression target */
+	char *zero; /* cluster pages of zeros, never written */
+};
+
+struct upg {
+	struct upg_params p;
+	struct upg_uffd_caps caps;
+	int uffd;
+	int pagemap_fd;
+	struct upg_pool *pool;
+
+	pthread_rwlock_t regions_lock;
+	struct upg_region **regions; /* sorted by address */
+	size_t nregions;
+	size_t regions_cap;
+
+	_Atomic long resident;
+	_Atomic long resident_peak;
+	_Atomic long budget;	/* pages */
+	_Atomic long low_gap;	/* evictor wakes below this much headroom */
+	_Atomic long high_gap;	/* and evicts until this much is free */
+	_Atomic bool overrun;
+	_Atomic bool stopping;
+
+	/* Evictor: sleeps on ev_wake; API callers wait for it on ev_done. */
+	pthread_t evictor;
+	bool evictor_started;
+	_Atomic pid_t evictor_tid;
+	pthread_mutex_t ev_lock;
+	pthread_cond_t ev_wake;
+	pthread_cond_t ev_done;
+	_Atomic bool ev_idle;
+	_Atomic unsigned long ev_rounds; /* completed evictor passes */
+	size_t hand_region;		 /* clock hand, evictor-private */
+	size_t hand_idx;
+	char *staging; /* UPG_EVICT_BATCH pages, registered WP-only */
+	/* Copy fallback: the range the evictor itself is zapping. */
+	_Atomic uintptr_t self_zap_start;
+	_Atomic uintptr_t self_zap_end;
+
+	unsigned nhandlers;
+	struct upg_handler *handlers;
+	struct upg_stat_shard *shards; /* handlers, then evictor, then API */
+	unsigned nshards;
+
+	char features[160];
+	struct upg *next_live;
+};
+
+static inline struct upg_stat_shard *upg_evictor_stats(struct upg *u)
+{
+	return &u->shards[u->nhandlers];
+}
+
+static inline struct upg_stat_shard *upg_api_stats(struct upg *u)
+{
+	return &u->shards[u->nhandlers + 1];
+}
+
+/* Region lookup; caller holds regions_lock (read or write). */
+struct upg_region *upg_region_find(struct upg *u, const void *addr);
+
+/*
+ * upg_charge() - account up to @want new resident pages
+ * Return: how many were granted (0 when the budget is full); the caller
+ * installs at most that many and upg_uncharge()s what it did not use.
+ */
+long upg_charge(struct upg *u, long want, struct upg_stat_shard *st);
+
+static inline void upg_uncharge(struct upg *u, long n)
+{
+	if (n)
+		atomic_fetch_sub_explicit(&u->resident, n,
+					  memory_order_relaxed);
+}
+
+/*
+ * upg_page_publish() - store @val (unlocked) into a locked entry
+ * Applies a discard that arrived while the page was locked (PTE_ZAP: an
+ * evicted page becomes untouched, a resident one loses its stored copy),
+ * keeps the chunk counters right (@from is the state the holder locked) and
+ * wakes faults deferred on the page (PTE_WAIT).
+ */
+void upg_page_publish(struct upg *u, struct upg_region *r, size_t idx,
+		      uint64_t from, uint64_t val);
+
+/* upg_page_drop_copy() - free the stored copy an entry refers to, if any */
+void upg_page_drop_copy(struct upg *u, uint64_t val);
+
+/* Fault handlers (fault.c). */
+int upg_fault_start(struct upg *u);
+void upg_fault_stop(struct upg *u);
+
+/* The evictor (evict.c). */
+int upg_evict_start(struct upg *u);
+void upg_evict_stop(struct upg *u);
+void upg_evict_kick(struct upg *u);
+/*
+ * upg_evict_wait() - wake the evictor and wait for it to finish a pass
+ * @timeout_ns: give up after this long (fault handlers wait briefly: they
+ * must get back to reading messages), 0 for no limit.
+ */
+void upg_evict_wait(struct upg *u, uint64_t timeout_ns);
+/* Recompute the watermarks from the budget and the headroom option. */
+void upg_evict_set_watermarks(struct upg *u);
+
+#endif
