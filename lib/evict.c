@@ -384,11 +384,48 @@ static size_t evict_move(struct upg *u, struct victim *v, size_t n)
 /* Copy fallback                                                       */
 /* ------------------------------------------------------------------ */
 
+/*
+ * Zap part of a run the evictor holds locked. With REMOVE events on, the
+ * range is recorded first so that the handler reading the event knows it
+ * is ours (a free ring slot always exists: each madvise waits until its
+ * event is read, and handlers consume records as they go).
+ */
 static void self_zap(struct upg *u, char *start, size_t len)
 {
-	atomic_store(&u->self_zap_start, (uintptr_t)start);
-	atomic_store(&u->self_zap_end, (uintptr_t)start + len);
+	if (u->caps.remove) {
+		for (;;) {
+			unsigned i = u->self_zap_next++ % UPG_SELF_ZAP_RING;
+
+			if (atomic_load(&u->self_zap[i].start))
+				continue;
+			atomic_store(&u->self_zap[i].end, (uintptr_t)start + len);
+			atomic_store(&u->self_zap[i].start, (uintptr_t)start);
+			break;
+		}
+	}
 	madvise(start, len, MADV_DONTNEED);
+}
+
+/* Zap and publish the stored pages of a run, in contiguous stretches. */
+static size_t zap_stored(struct upg *u, struct victim *v, const int64_t *e,
+			 size_t k)
+{
+	char *start = region_addr(v[0].r, v[0].idx);
+	size_t evicted = 0;
+
+	for (size_t j = 0, n; j < k; j += n) {
+		for (n = 0; j + n < k && e[j + n] >= 0; n++)
+			;
+		if (n)
+			self_zap(u, start + (j << UPG_PAGE_SHIFT),
+				 n << UPG_PAGE_SHIFT);
+		for (size_t i = j; i < j + n; i++)
+			upg_page_publish(u, v[i].r, v[i].idx, PTE_RESIDENT,
+					 (uint64_t)e[i]);
+		evicted += n;
+		n += !n; /* step over a page that stays resident */
+	}
+	return evicted;
 }
 
 /* Write-protect, copy out and zap one contiguous run of victims. */
@@ -396,26 +433,18 @@ static size_t copy_run(struct upg *u, struct victim *v, size_t k)
 {
 	char *start = region_addr(v[0].r, v[0].idx);
 	int64_t e[UPG_EVICT_BATCH];
-	size_t evicted = 0;
 
 	upg_uffd_writeprotect(u->uffd, start, k << UPG_PAGE_SHIFT, true);
 	for (size_t j = 0; j < k; j++)
 		e[j] = store_page(u, &v[j], start + (j << UPG_PAGE_SHIFT));
 	for (size_t j = 0; j < k; j++) {
-		char *addr = start + (j << UPG_PAGE_SHIFT);
-
-		if (e[j] < 0) {
-			upg_uffd_writeprotect(u->uffd, addr, UPG_PAGE_SIZE,
-					      false);
-			keep_resident(u, &v[j]);
+		if (e[j] >= 0)
 			continue;
-		}
-		self_zap(u, addr, UPG_PAGE_SIZE);
-		upg_page_publish(u, v[j].r, v[j].idx, PTE_RESIDENT,
-				 (uint64_t)e[j]);
-		evicted++;
+		upg_uffd_writeprotect(u->uffd, start + (j << UPG_PAGE_SHIFT),
+				      UPG_PAGE_SIZE, false);
+		keep_resident(u, &v[j]);
 	}
-	return evicted;
+	return zap_stored(u, v, e, k);
 }
 
 static size_t evict_copy(struct upg *u, struct victim *v, size_t n)

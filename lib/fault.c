@@ -120,7 +120,13 @@ long upg_charge(struct upg *u, long want, struct upg_stat_shard *st)
 	return got;
 }
 
-/* Charge for up to @want pages, waiting briefly for the evictor if full. */
+/*
+ * Charge for up to @want pages, waiting once, briefly, for the evictor if
+ * the budget is full. A handler must get back to reading messages: the
+ * copy fallback's evictor waits for one to read its UFFD_EVENT_REMOVE. If
+ * there is still no room the fault is dropped and its thread woken; it
+ * faults again and comes back through the queue.
+ */
 static long charge_or_wait(struct upg_handler *h, long want)
 {
 	long got = upg_charge(h->u, want, h->stats);
@@ -128,11 +134,8 @@ static long charge_or_wait(struct upg_handler *h, long want)
 	if (got)
 		return got;
 	upg_stat_inc(h->stats, UPG_STAT_evict_sync);
-	do {
-		upg_evict_wait(h->u, BUDGET_WAIT_NS);
-		got = upg_charge(h->u, want, h->stats);
-	} while (!got && !atomic_load(&h->u->stopping));
-	return got;
+	upg_evict_wait(h->u, BUDGET_WAIT_NS);
+	return upg_charge(h->u, want, h->stats);
 }
 
 /* ------------------------------------------------------------------ */
@@ -185,9 +188,15 @@ static void release_run(struct upg *u, struct run *run, size_t from)
 /*
  * Install @len bytes at @dst, from @src or as zero pages (@src NULL),
  * retrying partial copies. Return: bytes installed, or -errno if none.
+ *
+ * UFFDIO_ZEROPAGE refuses to replace a uffd-wp marker (EEXIST), and
+ * PAGEMAP_SCAN leaves such markers on empty entries it protects; UFFDIO_COPY
+ * accepts them. So a zero-page install that meets EEXIST is redone as a
+ * copy of zeros (@zeros: at least @len bytes of them); a true duplicate
+ * then fails with EEXIST again.
  */
 static long install(struct upg *u, char *dst, const char *src, size_t len,
-		    bool wp)
+		    bool wp, const char *zeros)
 {
 	size_t done = 0;
 	long ret = 0;
@@ -197,6 +206,10 @@ static long install(struct upg *u, char *dst, const char *src, size_t len,
 					  len - done, wp, true)
 			  : upg_uffd_zeropage(u->uffd, dst + done, len - done,
 					      true);
+		if (ret == -EEXIST && !src) {
+			src = zeros - done;
+			continue;
+		}
 		if (ret <= 0)
 			break;
 		done += (size_t)ret;
@@ -265,7 +278,7 @@ static void resolve_zero(struct upg_handler *h, struct run *run, bool write)
 		val[i] = pte_make(PTE_RESIDENT, PTE_REF, 0);
 	/* A write needs a private page anyway; a read can share the zero page. */
 	ret = install(u, dst, write ? h->zero : NULL,
-		      run->n << UPG_PAGE_SHIFT, false);
+		      run->n << UPG_PAGE_SHIFT, false, h->zero);
 	k = settle(h, run, ret, val);
 	if (!k)
 		return install_failed(h, dst, ret);
@@ -324,13 +337,13 @@ static long install_loaded(struct upg_handler *h, struct run *run, bool write)
 	long ret;
 
 	if (!write || !wp)
-		return install(u, dst, h->buf, len, wp);
+		return install(u, dst, h->buf, len, wp, NULL);
 	/* The written page goes in writable, its neighbours protected. */
-	ret = install(u, dst, h->buf, UPG_PAGE_SIZE, false);
+	ret = install(u, dst, h->buf, UPG_PAGE_SIZE, false, NULL);
 	if (ret != (long)UPG_PAGE_SIZE || run->n == 1)
 		return ret;
 	ret = install(u, dst + UPG_PAGE_SIZE, h->buf + UPG_PAGE_SIZE,
-		      len - UPG_PAGE_SIZE, true);
+		      len - UPG_PAGE_SIZE, true, NULL);
 	return (long)UPG_PAGE_SIZE + MAX(ret, 0);
 }
 
@@ -408,7 +421,9 @@ static void resolve_resident(struct upg_handler *h, struct run *run)
 {
 	struct upg *u = h->u;
 	char *addr = region_addr(run->r, run->idx);
-	long ret = upg_uffd_zeropage(u->uffd, addr, UPG_PAGE_SIZE, true);
+	/* A copy, not a zero page: that would refuse a uffd-wp marker. */
+	long ret = upg_uffd_copy(u->uffd, addr, h->zero, UPG_PAGE_SIZE, false,
+				 true);
 	uint64_t val = run->old[0];
 
 	if (ret > 0) {
@@ -429,7 +444,8 @@ static void resolve_resident(struct upg_handler *h, struct run *run)
 /* A fault outside every region (released meanwhile): let it zero-fill. */
 static void stray_fault(struct upg_handler *h, char *addr)
 {
-	if (upg_uffd_zeropage(h->u->uffd, addr, UPG_PAGE_SIZE, true) < 0)
+	if (upg_uffd_copy(h->u->uffd, addr, h->zero, UPG_PAGE_SIZE, false,
+			  true) < 0)
 		upg_uffd_wake(h->u->uffd, addr, UPG_PAGE_SIZE);
 }
 
@@ -463,7 +479,7 @@ static bool evictor_self_fault(struct upg_handler *h, char *addr, uint32_t tid)
 {
 	if (!tid || (pid_t)tid != atomic_load(&h->u->evictor_tid))
 		return false;
-	upg_uffd_zeropage(h->u->uffd, addr, UPG_PAGE_SIZE, true);
+	upg_uffd_copy(h->u->uffd, addr, h->zero, UPG_PAGE_SIZE, false, true);
 	return true;
 }
 
@@ -548,11 +564,25 @@ static void zap_range(struct upg *u, struct upg_region *r, char *s, char *e)
 	}
 }
 
+/* Whether [s, e) is a zap of the evictor's own; consumes the record. */
+static bool consume_self_zap(struct upg *u, uintptr_t s, uintptr_t e)
+{
+	for (unsigned i = 0; i < UPG_SELF_ZAP_RING; i++) {
+		uintptr_t start = s;
+
+		if (atomic_load(&u->self_zap[i].end) == e &&
+		    atomic_compare_exchange_strong(&u->self_zap[i].start,
+						   &start, 0))
+			return true;
+	}
+	return false;
+}
+
 /*
  * UFFD_EVENT_REMOVE: the program called madvise(MADV_DONTNEED/FREE) on
  * managed memory; the kernel zaps the range once we have read the event.
  * Every page in it reads as zeros afterwards, so stored copies are dead.
- * The copy fallback's own zaps (self_zap range) are the evictor's business.
+ * The copy fallback's own zaps (self_zap ring) are the evictor's business.
  */
 static void on_remove(struct upg_handler *h, const struct uffd_msg *m)
 {
@@ -560,8 +590,7 @@ static void on_remove(struct upg_handler *h, const struct uffd_msg *m)
 	char *s = (char *)(uintptr_t)m->arg.remove.start;
 	char *e = (char *)(uintptr_t)m->arg.remove.end;
 
-	if ((uintptr_t)s == atomic_load(&u->self_zap_start) &&
-	    (uintptr_t)e == atomic_load(&u->self_zap_end))
+	if (consume_self_zap(u, (uintptr_t)s, (uintptr_t)e))
 		return;
 	upg_stat_inc(h->stats, UPG_STAT_remove_events);
 	for (size_t i = 0; i < u->nregions; i++) {

@@ -29,6 +29,7 @@
 
 #define UPG_EVICT_BATCH 128
 #define UPG_CLUSTER_MAX 256
+#define UPG_SELF_ZAP_RING 64
 
 struct upg_handler {
 	struct upg *u;
@@ -72,9 +73,16 @@ struct upg {
 	size_t hand_region;		 /* clock hand, evictor-private */
 	size_t hand_idx;
 	char *staging; /* UPG_EVICT_BATCH pages, registered WP-only */
-	/* Copy fallback: the range the evictor itself is zapping. */
-	_Atomic uintptr_t self_zap_start;
-	_Atomic uintptr_t self_zap_end;
+	/*
+	 * Copy fallback: ranges the evictor zapped itself whose REMOVE event
+	 * no handler has consumed yet. madvise() returns once its event is
+	 * read, so the evictor can be several zaps ahead of a slow handler.
+	 */
+	struct {
+		_Atomic uintptr_t start;
+		_Atomic uintptr_t end;
+	} self_zap[UPG_SELF_ZAP_RING];
+	unsigned self_zap_next;
 
 	unsigned nhandlers;
 	struct upg_handler *handlers;

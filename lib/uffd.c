@@ -102,7 +102,7 @@ static uint64_t wanted(uint64_t have, bool want_move, bool want_wp_async,
 int upg_uffd_open(bool want_move, bool want_wp_async, bool want_remove,
 		  struct upg_uffd_caps *caps)
 {
-	uint64_t have = 0, got = 0;
+	uint64_t have = 0, got = 0, want;
 	int probe, fd, err;
 
 	probe = open_raw();
@@ -115,12 +115,14 @@ int upg_uffd_open(bool want_move, bool want_wp_async, bool want_remove,
 	fd = open_raw();
 	if (fd < 0)
 		return fd;
-	err = api(fd, wanted(have, want_move, want_wp_async, want_remove),
-		  &got);
+	want = wanted(have, want_move, want_wp_async, want_remove);
+	err = api(fd, want, &got);
 	if (err) {
 		close(fd);
 		return upg_seterr(err, "UFFDIO_API: %s", strerror(-err));
 	}
+	/* The kernel answers with everything it supports, not what we got. */
+	got &= want;
 	caps->features = got;
 	caps->wp = got & UFFD_FEATURE_PAGEFAULT_FLAG_WP;
 	caps->wp_async = got & UFFD_FEATURE_WP_ASYNC;

@@ -1,0 +1,440 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The runtime's API and semantics: regions, discard, budget changes,
+ * system calls on evicted pages, same-filled and incompressible pages,
+ * clean pages, program madvise, option errors, refused userfaultfd.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+TestSuite(runtime, .timeout = 120);
+
+static long rss_kib(void)
+{
+	long pages = 0, rss = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	cr_assert(f);
+	cr_assert_eq(fscanf(f, "%ld %ld", &pages, &rss), 2);
+	fclose(f);
+	return rss * 4;
+}
+
+Test(runtime, create_reports_version_and_features)
+{
+	struct upg *u = t_runtime(64 * MiB, NULL);
+
+	cr_expect_str_eq(upg_version(), UPG_VERSION_STRING);
+	cr_expect(strstr(upg_features(u), "handlers="));
+	cr_expect_eq(upg_get_budget(u), 64 * MiB);
+	upg_destroy(u);
+}
+
+Test(runtime, fresh_region_reads_zero_and_keeps_writes)
+{
+	struct upg *u = t_runtime(64 * MiB, NULL);
+	char *m = t_region(u, 8 * MiB);
+
+	for (size_t i = 0; i < 8 * MiB; i += PAGE)
+		cr_assert_eq(m[i], 0);
+	t_fill(m, 8 * MiB / PAGE, T_TEXT);
+	cr_expect_eq(t_verify(m, 8 * MiB / PAGE, T_TEXT), 0);
+	cr_expect(upg_owns(u, m + 5));
+	cr_expect(!upg_owns(u, &u));
+	upg_destroy(u);
+}
+
+Test(runtime, one_tib_reservation_is_cheap)
+{
+	struct upg *u = t_runtime(64 * MiB, NULL);
+	long before = rss_kib();
+	size_t tib = 1UL << 40;
+	char *m = t_region(u, tib);
+
+	m[0] = 1;
+	m[tib / 2] = 2;
+	m[tib - 1] = 3;
+	cr_expect_eq(m[0] + m[tib / 2] + m[tib - 1], 6);
+	/* Page-table pages for three touched spots, not 2 GiB of entries. */
+	cr_expect_lt(rss_kib() - before, 8 * 1024, "RSS grew %ld KiB",
+		     rss_kib() - before);
+	cr_expect_eq(upg_release(u, m), 0);
+	upg_destroy(u);
+}
+
+Test(runtime, release_frees_everything_stored)
+{
+	struct upg *u = t_runtime(8 * MiB, NULL);
+	char *m = t_region(u, 32 * MiB);
+
+	t_fill(m, 32 * MiB / PAGE, T_TEXT);
+	cr_expect_gt(t_stats(u).pool_objects, 0);
+	cr_expect_eq(upg_release(u, m), 0);
+	cr_expect_eq(t_stats(u).pool_objects, 0);
+	cr_expect_eq(t_stats(u).resident, 0);
+	cr_expect_eq(upg_release(u, m), -ENOENT);
+	upg_destroy(u);
+}
+
+Test(runtime, many_regions)
+{
+	struct upg *u = t_runtime(16 * MiB, NULL);
+	char *r[1000];
+
+	for (int i = 0; i < 1000; i++) {
+		r[i] = t_region(u, 64 * 1024);
+		r[i][i] = (char)i;
+	}
+	for (int i = 0; i < 1000; i++)
+		cr_assert_eq(r[i][i], (char)i);
+	for (int i = 0; i < 1000; i += 2)
+		cr_assert_eq(upg_release(u, r[i]), 0);
+	for (int i = 1; i < 1000; i += 2)
+		cr_assert_eq(r[i][i], (char)i);
+	upg_destroy(u);
+}
+
+Test(runtime, discard_reads_zero_and_frees_copies)
+{
+	struct upg *u = t_runtime(8 * MiB, NULL);
+	size_t n = 32 * MiB / PAGE;
+	char *m = t_region(u, 32 * MiB);
+	uint64_t objects;
+
+	t_fill(m, n, T_TEXT);
+	objects = t_stats(u).pool_objects;
+	cr_assert_gt(objects, n / 2);
+	/* Discard the first half: evicted and resident pages alike. */
+	cr_assert_eq(upg_discard(u, m, 16 * MiB), 0);
+	cr_expect_lt(t_stats(u).pool_objects, objects - n / 4,
+		     "stored copies not freed at once");
+	for (size_t i = 0; i < n / 2; i++)
+		cr_assert_eq(*(uint64_t *)(m + i * PAGE), 0, "page %zu", i);
+	for (size_t i = n / 2; i < n; i++)
+		cr_assert(t_page_check(m + i * PAGE, T_TEXT, i, 0), "page %zu", i);
+	cr_expect_eq(upg_discard(u, m + 1, PAGE), -EINVAL);
+	cr_expect(strstr(upg_last_error(), "aligned"));
+	cr_expect_eq(upg_discard(u, m, 64 * MiB), -EINVAL);
+	upg_destroy(u);
+}
+
+Test(runtime, budget_shrink_evicts_down_and_grow_refills)
+{
+	struct upg *u = t_runtime(64 * MiB, NULL);
+	size_t n = 48 * MiB / PAGE;
+	char *m = t_region(u, 48 * MiB);
+	struct upg_stats s;
+
+	t_fill(m, n, T_TEXT);
+	cr_assert_geq(t_stats(u).resident, n);
+	cr_assert_eq(upg_set_budget(u, 8 * MiB), 0, "%s", upg_last_error());
+	s = t_stats(u);
+	cr_expect_leq(s.resident, 8 * MiB / PAGE);
+	cr_expect_eq(s.budget, 8 * MiB / PAGE);
+	cr_assert_eq(upg_set_budget(u, 64 * MiB), 0);
+	cr_expect_eq(t_verify(m, n, T_TEXT), 0);
+	cr_expect_geq(t_stats(u).resident, n / 2);
+	cr_expect_eq(upg_set_budget(u, 0), -EINVAL);
+	cr_expect(strstr(upg_last_error(), "UPG_BUDGET"));
+	upg_destroy(u);
+}
+
+struct churn {
+	char *m;
+	size_t n;
+	_Atomic bool stop;
+	_Atomic uint64_t *sum;
+};
+
+static void *churn_thread(void *arg)
+{
+	struct churn *c = arg;
+	uint64_t s = 42;
+
+	while (!atomic_load(&c->stop)) {
+		size_t p = t_rand(&s) % c->n;
+
+		__atomic_fetch_add((uint64_t *)(c->m + p * PAGE + 64), 1,
+				   __ATOMIC_RELAXED);
+		atomic_fetch_add(&c->sum[p], 1);
+	}
+	return NULL;
+}
+
+Test(runtime, budget_changes_while_threads_run)
+{
+	struct upg *u = t_runtime(32 * MiB, NULL);
+	struct churn c = { .n = 32 * MiB / PAGE };
+	pthread_t th[2];
+
+	c.m = t_region(u, 32 * MiB);
+	c.sum = calloc(c.n, sizeof(*c.sum));
+	for (int t = 0; t < 2; t++)
+		pthread_create(&th[t], NULL, churn_thread, &c);
+	for (int i = 0; i < 20; i++) {
+		size_t b = (i % 2 ? 4 + i : 32) * MiB;
+
+		cr_assert_eq(upg_set_budget(u, b), 0, "%s", upg_last_error());
+		cr_expect_leq(t_stats(u).resident, b / PAGE + 2 * 16,
+			      "resident over budget after shrink");
+		usleep(20000);
+	}
+	atomic_store(&c.stop, true);
+	for (int t = 0; t < 2; t++)
+		pthread_join(th[t], NULL);
+	for (size_t p = 0; p < c.n; p++)
+		cr_assert_eq(*(uint64_t *)(c.m + p * PAGE + 64),
+			     atomic_load(&c.sum[p]), "page %zu", p);
+	free(c.sum);
+	upg_destroy(u);
+}
+
+/* read(2), write(2), pread(2) with managed memory as buffer. */
+Test(runtime, system_calls_on_evicted_pages)
+{
+	struct upg *u = t_runtime(4 * MiB, NULL);
+	size_t len = 16 * MiB, n = len / PAGE;
+	char *m = t_region(u, 2 * len);
+	char *src = m, *dst = m + len;
+	char path[] = "/tmp/upg-test-XXXXXX";
+	int fd = mkstemp(path);
+	char *check = malloc(len);
+
+	cr_assert_geq(fd, 0);
+	unlink(path);
+	t_fill(src, n, T_TEXT);
+	/* write(2) from evicted pages. */
+	cr_assert_eq(write(fd, src, len), (ssize_t)len);
+	cr_assert_eq(pread(fd, check, len, 0), (ssize_t)len);
+	cr_assert_eq(t_verify(check, n, T_TEXT), 0);
+	/* read(2) into pages that were never touched, then evicted ones. */
+	cr_assert_eq(pread(fd, dst, len, 0), (ssize_t)len);
+	cr_assert_eq(t_verify(dst, n, T_TEXT), 0);
+	t_evict_all(u, 4 * MiB, 4 * MiB);
+	memset(check, 0x5a, len);
+	cr_assert_eq(pwrite(fd, check, len, 0), (ssize_t)len);
+	cr_assert_eq(pread(fd, src, len, 0), (ssize_t)len);
+	for (size_t i = 0; i < len; i += 4093)
+		cr_assert_eq((unsigned char)src[i], 0x5a, "byte %zu", i);
+	cr_assert_eq(t_verify(dst, n, T_TEXT), 0);
+	close(fd);
+	free(check);
+	upg_destroy(u);
+}
+
+Test(runtime, same_filled_pages_take_no_space)
+{
+	struct upg *u = t_runtime(4 * MiB, NULL);
+	size_t n = 32 * MiB / PAGE;
+	char *m = t_region(u, 32 * MiB);
+	struct upg_stats s;
+
+	t_fill(m, n, T_SAME);
+	s = t_stats(u);
+	cr_expect_gt(s.evict_same, n / 2);
+	cr_expect_gt(s.pool_same, n / 2);
+	cr_expect_lt(s.pool_used_bytes, 1 * MiB,
+		     "same-filled pages used %llu bytes",
+		     (unsigned long long)s.pool_used_bytes);
+	cr_expect_eq(t_verify(m, n, T_SAME), 0);
+	cr_expect_gt(t_stats(u).fault_same, 0);
+	upg_destroy(u);
+}
+
+Test(runtime, incompressible_pages_are_stored_raw)
+{
+	struct upg *u = t_runtime(4 * MiB, NULL);
+	size_t n = 16 * MiB / PAGE;
+	char *m = t_region(u, 16 * MiB);
+
+	t_fill(m, n, T_RANDOM);
+	cr_expect_gt(t_stats(u).evict_raw, n / 2);
+	cr_expect_eq(t_verify(m, n, T_RANDOM), 0);
+	upg_destroy(u);
+}
+
+Test(runtime, text_pages_compress)
+{
+	struct upg *u = t_runtime(4 * MiB, NULL);
+	size_t n = 32 * MiB / PAGE;
+	char *m = t_region(u, 32 * MiB);
+	struct upg_stats s;
+
+	t_fill(m, n, T_TEXT);
+	s = t_stats(u);
+	cr_expect_gt(s.evict_compressed, n / 2);
+	cr_expect_gt(s.pool_stored_bytes, 2 * s.pool_compressed_bytes,
+		     "ratio below 2: %llu / %llu",
+		     (unsigned long long)s.pool_stored_bytes,
+		     (unsigned long long)s.pool_compressed_bytes);
+	cr_expect_eq(t_verify(m, n, T_TEXT), 0);
+	upg_destroy(u);
+}
+
+/* Pages read back and not written are dropped, not compressed again. */
+Test(runtime, clean_pages_are_dropped_not_recompressed)
+{
+	struct upg *u = t_runtime(4 * MiB, NULL);
+	size_t n = 32 * MiB / PAGE;
+	char *m = t_region(u, 32 * MiB);
+	struct upg_stats a, b;
+
+	if (!strstr(upg_features(u), "wp_async"))
+		cr_skip_test("no UFFD_FEATURE_WP_ASYNC: every page is dirty");
+	t_fill(m, n, T_TEXT);
+	cr_assert_eq(t_verify(m, n, T_TEXT), 0); /* reads everything back */
+	a = t_stats(u);
+	cr_assert_eq(t_verify(m, n, T_TEXT), 0); /* and again: evicts clean */
+	b = t_stats(u);
+	cr_expect_gt(b.evict_clean_drop - a.evict_clean_drop, n / 2);
+	cr_expect_lt(b.evict_compressed - a.evict_compressed, n / 20,
+		     "clean pages recompressed");
+	upg_destroy(u);
+}
+
+/* A clean page written after it came back must be stored again. */
+Test(runtime, written_pages_after_refault_are_stored_again)
+{
+	struct upg *u = t_runtime(4 * MiB, NULL);
+	size_t n = 16 * MiB / PAGE;
+	char *m = t_region(u, 16 * MiB);
+
+	t_fill(m, n, T_TEXT);
+	cr_assert_eq(t_verify(m, n, T_TEXT), 0);
+	for (size_t i = 0; i < n; i++)
+		t_page_fill(m + i * PAGE, T_TEXT, i, 1);
+	t_evict_all(u, 4 * MiB, 4 * MiB);
+	for (size_t i = 0; i < n; i++)
+		cr_assert(t_page_check(m + i * PAGE, T_TEXT, i, 1), "page %zu", i);
+	upg_destroy(u);
+}
+
+/* madvise(MADV_DONTNEED) by the program: the range reads zeros. */
+static void program_dontneed(const char *const *opts)
+{
+	struct upg *u = t_runtime(4 * MiB, opts);
+	size_t n = 16 * MiB / PAGE;
+	char *m = t_region(u, 16 * MiB);
+
+	t_fill(m, n, T_TEXT);
+	cr_assert_eq(madvise(m, 16 * MiB, MADV_DONTNEED), 0);
+	for (size_t i = 0; i < n; i++)
+		cr_assert_eq(*(uint64_t *)(m + i * PAGE + 8), 0, "page %zu", i);
+	cr_expect_gt(t_stats(u).remove_events, 0);
+	t_fill(m, n, T_TEXT);
+	cr_expect_eq(t_verify(m, n, T_TEXT), 0);
+	upg_destroy(u);
+}
+
+Test(runtime, program_madvise_dontneed_reads_zero)
+{
+	program_dontneed(NULL);
+}
+
+Test(runtime, program_madvise_dontneed_copy_fallback)
+{
+	static const char *const opts[] = { "MOVE=0", NULL };
+
+	program_dontneed(opts);
+}
+
+Test(runtime, resident_never_exceeds_budget)
+{
+	struct upg *u = t_runtime(8 * MiB, NULL);
+	size_t n = 64 * MiB / PAGE;
+	char *m = t_region(u, 64 * MiB);
+	struct upg_stats s;
+
+	t_fill(m, n, T_TEXT);
+	cr_expect_eq(t_verify(m, n, T_TEXT), 0);
+	s = t_stats(u);
+	cr_expect_leq(s.resident_peak, s.budget);
+	cr_expect_eq(s.budget_overruns, 0);
+	upg_destroy(u);
+}
+
+/* A full pool: the resident set overruns the budget, nothing is lost. */
+Test(runtime, full_pool_overruns_budget_without_loss)
+{
+	static const char *const opts[] = { "POOL_MAX=2M", NULL };
+	struct upg *u = t_runtime(4 * MiB, opts);
+	size_t n = 16 * MiB / PAGE;
+	char *m = t_region(u, 16 * MiB);
+	struct upg_stats s;
+
+	t_fill(m, n, T_RANDOM);
+	cr_expect_eq(t_verify(m, n, T_RANDOM), 0);
+	s = t_stats(u);
+	cr_expect_gt(s.evict_pool_full, 0);
+	cr_expect_gt(s.budget_overruns, 0);
+	cr_expect_leq(s.pool_used_bytes, 2 * MiB);
+	upg_destroy(u);
+}
+
+Test(runtime, bad_environment_names_the_variable)
+{
+	struct upg *u = NULL;
+
+	setenv("UPG_BUDGET", "lots", 1);
+	cr_expect_eq(upg_create(NULL, &u), -EINVAL);
+	cr_expect(strstr(upg_last_error(), "UPG_BUDGET"), "%s",
+		  upg_last_error());
+	cr_expect(strstr(upg_last_error(), "512M"), "%s", upg_last_error());
+	setenv("UPG_BUDGET", "0", 1);
+	cr_expect_eq(upg_create(NULL, &u), -EINVAL);
+	cr_expect(strstr(upg_last_error(), "UPG_BUDGET"));
+	setenv("UPG_BUDGET", "128G", 1);
+	setenv("UPG_RESERVE", "64G", 1);
+	cr_expect_eq(upg_create(NULL, &u), -EINVAL);
+	cr_expect(strstr(upg_last_error(), "UPG_BUDGET"), "%s",
+		  upg_last_error());
+	setenv("UPG_BUDGET", "64M", 1);
+	setenv("UPG_CLUSTER", "3", 1);
+	cr_expect_eq(upg_create(NULL, &u), -EINVAL);
+	cr_expect(strstr(upg_last_error(), "UPG_CLUSTER"), "%s",
+		  upg_last_error());
+	unsetenv("UPG_CLUSTER");
+	unsetenv("UPG_RESERVE");
+	unsetenv("UPG_BUDGET");
+}
+
+/* Without privileges the error says how to grant access. */
+Test(runtime, refused_userfaultfd_explains_the_fix)
+{
+	int status;
+	pid_t pid = fork();
+
+	if (!pid) {
+		struct upg *u;
+		int err;
+
+		if (setgid(65534) || setuid(65534))
+			_exit(3);
+		err = upg_create(NULL, &u);
+		if (!err)
+			_exit(2); /* unprivileged userfaultfd is allowed */
+		_exit(err == -EPERM &&
+				      strstr(upg_last_error(),
+					     "vm.unprivileged_userfaultfd") &&
+				      strstr(upg_last_error(), "/dev/userfaultfd")
+			      ? 0
+			      : 1);
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	if (WEXITSTATUS(status) == 3)
+		cr_skip_test("cannot drop privileges here");
+	if (WEXITSTATUS(status) == 2)
+		cr_skip_test("this machine allows unprivileged userfaultfd");
+	cr_expect_eq(WEXITSTATUS(status), 0, "wrong error for refused uffd");
+}
