@@ -737,8 +737,12 @@ static struct upg *rt_create(const char *phase, unsigned cluster,
 
 	unpin_self();
 	upg_params_init(&p);
+	/* UPG_* variables apply (to compare fallbacks); the phase's own
+	 * cluster and budget win. */
+	err = upg_params_from_env(&p);
 	snprintf(c, sizeof(c), "%u", cluster);
-	err = upg_params_set(&p, "CLUSTER", c);
+	if (!err)
+		err = upg_params_set(&p, "CLUSTER", c);
 	p.budget = clamp_budget(budget);
 	if (!err)
 		err = upg_create(&p, &u);

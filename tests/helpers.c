@@ -151,3 +151,81 @@ void t_evict_all(struct upg *u, size_t low, size_t high)
 	cr_assert_eq(upg_set_budget(u, low), 0, "%s", upg_last_error());
 	cr_assert_eq(upg_set_budget(u, high), 0, "%s", upg_last_error());
 }
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define RACE_BUDGET (4 * MiB)
+#define RACE_PAGES (8 * RACE_BUDGET / PAGE)
+
+struct racer {
+	uint64_t *mem;
+	uint64_t *truth; /* per page: last sequence written, ordinary RAM */
+	unsigned id, nthreads;
+	uint64_t deadline;
+	size_t bad;
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* One store to a page the thread owns, checked right away and later. */
+static void race_step(struct racer *r, uint64_t *s)
+{
+	size_t mine = RACE_PAGES / r->nthreads;
+	size_t page = (t_rand(s) % mine) * r->nthreads + r->id;
+	size_t word = page * (PAGE / 8) + t_rand(s) % (PAGE / 8);
+	size_t old = (t_rand(s) % mine) * r->nthreads + r->id;
+	uint64_t seq = ++r->truth[page];
+
+	r->mem[word] = seq;
+	r->mem[page * (PAGE / 8)] = seq; /* first word: the page's latest */
+	r->bad += r->mem[word] != seq;
+	r->bad += r->mem[old * (PAGE / 8)] != r->truth[old];
+}
+
+static void *racer_main(void *arg)
+{
+	struct racer *r = arg;
+	uint64_t s = r->id * 0x9E3779B97F4A7C15ULL + 1;
+
+	while (now_ns() < r->deadline)
+		for (int i = 0; i < 256; i++)
+			race_step(r, &s);
+	return NULL;
+}
+
+size_t t_store_race(const char *const *opts, unsigned threads,
+		    unsigned seconds, struct upg_stats *out)
+{
+	struct upg *u = t_runtime(RACE_BUDGET, opts);
+	uint64_t *mem = t_region(u, RACE_PAGES * PAGE);
+	uint64_t *truth = calloc(RACE_PAGES, sizeof(*truth));
+	struct racer r[8];
+	pthread_t th[8];
+	size_t bad = 0;
+
+	cr_assert(truth && threads <= 8);
+	for (unsigned t = 0; t < threads; t++) {
+		r[t] = (struct racer){ mem, truth, t, threads,
+				       now_ns() + seconds * 1000000000ULL, 0 };
+		pthread_create(&th[t], NULL, racer_main, &r[t]);
+	}
+	for (unsigned t = 0; t < threads; t++) {
+		pthread_join(th[t], NULL);
+		bad += r[t].bad;
+	}
+	for (size_t p = 0; p < RACE_PAGES; p++)
+		bad += mem[p * (PAGE / 8)] != truth[p];
+	*out = t_stats(u);
+	free(truth);
+	upg_destroy(u);
+	return bad;
+}

@@ -50,3 +50,13 @@ void t_evict_all(struct upg *u, size_t low, size_t high);
 uint64_t t_rand(uint64_t *state);
 
 #endif
+
+/*
+ * t_store_race() - stores racing eviction
+ * @threads writers each own every @threads-th page of a region 8x the
+ * budget (4M) and keep storing increasing sequence numbers into words of
+ * their pages, reading each back at once and re-reading older ones, for
+ * @seconds. Returns the number of mismatches (lost or stale stores).
+ */
+size_t t_store_race(const char *const *opts, unsigned threads,
+		    unsigned seconds, struct upg_stats *out);

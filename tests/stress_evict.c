@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Stress (meson test --suite stress): stores racing eviction for a minute
+ * per configuration, at the minimum budget so that the evictor never
+ * stops, with four writers on two CPUs.
+ */
+#include <criterion/criterion.h>
+
+#include "helpers.h"
+
+TestSuite(stress, .timeout = 300);
+
+static void race(const char *const *opts)
+{
+	struct upg_stats s;
+	size_t bad = t_store_race(opts, 4, 60, &s);
+
+	cr_expect_eq(bad, 0, "%zu lost or stale stores", bad);
+	cr_expect_gt(s.evict_pages, 10000, "evictor barely ran");
+	cr_expect_eq(s.fault_error, 0);
+}
+
+Test(stress, stores_racing_move_eviction)
+{
+	race(NULL);
+}
+
+Test(stress, stores_racing_copy_eviction)
+{
+	static const char *const opts[] = { "MOVE=0", NULL };
+
+	race(opts);
+}
+
+Test(stress, stores_racing_all_dirty)
+{
+	static const char *const opts[] = { "WP_ASYNC=0", "CLUSTER=64", NULL };
+
+	race(opts);
+}

@@ -147,3 +147,25 @@ Test(integrity, wide_fault_around)
 
 	run_rmw(opts, 2, true, "move");
 }
+
+/* A short version of the stress suite's race, in the default suite. */
+static void short_race(const char *const *opts)
+{
+	struct upg_stats s;
+	size_t bad = t_store_race(opts, 4, 4, &s);
+
+	cr_expect_eq(bad, 0, "%zu lost or stale stores", bad);
+	cr_expect_gt(s.evict_pages, 1000, "evictor barely ran");
+}
+
+Test(integrity, stores_racing_eviction)
+{
+	short_race(NULL);
+}
+
+Test(integrity, stores_racing_copy_eviction)
+{
+	static const char *const opts[] = { "MOVE=0", NULL };
+
+	short_race(opts);
+}
