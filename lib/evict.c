@@ -47,6 +47,7 @@
 
 #define SCAN_WINDOW 64
 #define EVICTOR_PERIOD_NS 50000000ULL
+#define STALL_RETRY_NS 1000000ULL
 
 struct victim {
 	struct upg_region *r;
@@ -214,13 +215,14 @@ static size_t sweep_window(struct upg *u, struct victim *v, size_t *n,
  */
 static size_t select_victims(struct upg *u, struct victim *v, size_t want)
 {
-	size_t n = 0, seen = 0;
+	size_t n = 0, seen = 0, steps = 0, max_steps = 2;
 	size_t limit = 2 * (size_t)MAX(atomic_load(&u->resident), 0) + want;
-	size_t chunks = 0, max_chunks = 0;
 
+	/* Two turns: a step covers a window or skips an empty chunk. */
 	for (size_t i = 0; i < u->nregions; i++)
-		max_chunks += 2 * u->regions[i]->nchunks + 2;
-	while (n < want && seen < limit && chunks < max_chunks) {
+		max_steps += 2 * (u->regions[i]->npages / SCAN_WINDOW +
+				  u->regions[i]->nchunks + 1);
+	while (n < want && seen < limit && steps++ < max_steps) {
 		if (u->hand_region >= u->nregions)
 			u->hand_region = 0;
 		if (u->hand_idx >= u->regions[u->hand_region]->npages) {
@@ -229,7 +231,6 @@ static size_t select_victims(struct upg *u, struct victim *v, size_t want)
 			continue;
 		}
 		seen += sweep_window(u, v, &n, want);
-		chunks++;
 	}
 	return n;
 }
@@ -487,13 +488,19 @@ static size_t evict_batch(struct upg *u)
 	return evicted;
 }
 
-static void evict_pass(struct upg *u)
+/* Evict down to the high watermark. Return: false if no progress. */
+static bool evict_pass(struct upg *u)
 {
-	while (above_high(u) && !atomic_load(&u->stopping))
+	bool progress = false;
+
+	while (above_high(u) && !atomic_load(&u->stopping)) {
 		if (!evict_batch(u))
 			break;
+		progress = true;
+	}
 	if (!above_high(u))
 		atomic_store(&u->overrun, false);
+	return progress;
 }
 
 static void evictor_setup(struct upg *u)
@@ -506,29 +513,45 @@ static void evictor_setup(struct upg *u)
 	atomic_store(&u->evictor_tid, (pid_t)syscall(SYS_gettid));
 }
 
+/*
+ * Sleep until kicked. ev_idle is set before the watermark is checked, so a
+ * kicker either sees it set (and signals once we wait: it needs ev_lock)
+ * or updated `resident` before our check. A full pool is retried
+ * periodically; otherwise an idle evictor does not wake.
+ */
+static void evictor_sleep(struct upg *u, uint64_t period_ns)
+{
+	struct timespec ts;
+
+	if (!atomic_load(&u->overrun) && !period_ns) {
+		pthread_cond_wait(&u->ev_wake, &u->ev_lock);
+		return;
+	}
+	deadline(&ts, period_ns ? period_ns : EVICTOR_PERIOD_NS);
+	if (pthread_cond_timedwait(&u->ev_wake, &u->ev_lock, &ts) &&
+	    above_high(u))
+		atomic_store(&u->overrun, false); /* try the pool again */
+}
+
 static void *evictor_main(void *arg)
 {
 	struct upg *u = arg;
-	struct timespec ts;
+	bool stalled = false;
 
 	evictor_setup(u);
 	pthread_mutex_lock(&u->ev_lock);
 	while (!atomic_load(&u->stopping)) {
-		if (above_low(u) && !atomic_load(&u->overrun)) {
+		atomic_store(&u->ev_idle, true);
+		if (above_low(u) && !atomic_load(&u->overrun) && !stalled) {
+			atomic_store(&u->ev_idle, false);
 			pthread_mutex_unlock(&u->ev_lock);
-			evict_pass(u);
+			stalled = !evict_pass(u) && above_high(u) &&
+				  !atomic_load(&u->overrun);
 			pthread_mutex_lock(&u->ev_lock);
 		} else {
-			atomic_store(&u->ev_idle, true);
-			deadline(&ts, EVICTOR_PERIOD_NS);
-			pthread_cond_timedwait(&u->ev_wake, &u->ev_lock, &ts);
-			atomic_store(&u->ev_idle, false);
-			/* Periodic retry of a full pool. */
-			if (atomic_load(&u->overrun) && above_high(u)) {
-				pthread_mutex_unlock(&u->ev_lock);
-				evict_pass(u);
-				pthread_mutex_lock(&u->ev_lock);
-			}
+			/* Every victim locked or in use: retry shortly. */
+			evictor_sleep(u, stalled ? STALL_RETRY_NS : 0);
+			stalled = false;
 		}
 		atomic_fetch_add(&u->ev_rounds, 1);
 		pthread_cond_broadcast(&u->ev_done);

@@ -438,3 +438,40 @@ Test(runtime, refused_userfaultfd_explains_the_fix)
 		cr_skip_test("this machine allows unprivileged userfaultfd");
 	cr_expect_eq(WEXITSTATUS(status), 0, "wrong error for refused uffd");
 }
+
+/* UPG_STATS=1: the report reaches stderr at exit, even without destroy. */
+Test(runtime, stats_printed_at_exit)
+{
+	char buf[16384] = "";
+	int fds[2], status;
+	ssize_t n, got = 0;
+	pid_t pid;
+
+	cr_assert_eq(pipe(fds), 0);
+	pid = fork();
+	if (!pid) {
+		struct upg *u;
+		char *m;
+
+		dup2(fds[1], 2);
+		setenv("UPG_STATS", "1", 1);
+		setenv("UPG_BUDGET", "4M", 1);
+		if (upg_create(NULL, &u))
+			_exit(upg_last_error()[0] ? 3 : 4);
+		if (upg_reserve(u, 16 * MiB, (void **)&m))
+			_exit(5);
+		memset(m, 1, 16 * MiB);
+		exit(0);
+	}
+	close(fds[1]);
+	while ((n = read(fds[0], buf + got, sizeof(buf) - 1 - (size_t)got)) > 0)
+		got += n;
+	buf[got] = 0;
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	if (WEXITSTATUS(status) == 3 && strstr(buf, "userfaultfd"))
+		cr_skip_test("userfaultfd unavailable");
+	cr_assert_eq(WEXITSTATUS(status), 0, "child failed: %s", buf);
+	cr_expect(strstr(buf, "upager stats"), "no report in: %s", buf);
+	cr_expect(strstr(buf, "evict_pages"));
+	cr_expect(strstr(buf, "lat_zero"));
+}
