@@ -41,18 +41,18 @@ struct upg;
  * variable; see `upagerctl options` or upg_options_print().
  */
 struct upg_params {
-	size_t size;	     /* sizeof(struct upg_params), set by init */
-	size_t budget;	     /* UPG_BUDGET: resident bytes at most */
-	size_t pool_max;     /* UPG_POOL_MAX: compressed pool limit, 0 = auto */
-	size_t headroom;     /* UPG_HEADROOM: free space the evictor keeps, 0 = auto */
-	size_t reserve;	     /* UPG_RESERVE: default region size (allocator) */
-	unsigned handlers;   /* UPG_HANDLERS: fault threads, 0 = one per CPU */
-	unsigned cluster;    /* UPG_CLUSTER: fault-around window, pages */
-	bool use_move;	     /* UPG_MOVE: evict with UFFDIO_MOVE if available */
-	bool use_wp_async;   /* UPG_WP_ASYNC: clean-page tracking */
-	bool use_remove;     /* UPG_REMOVE_EVENTS: follow program madvise() */
-	bool stats;	     /* UPG_STATS: print statistics at exit */
-	int log_level;	     /* UPG_LOG: 0 errors, 1 warnings, 2 info, 3 debug */
+	size_t size;	 /* sizeof(struct upg_params), set by init */
+	size_t budget;	 /* UPG_BUDGET: resident bytes at most */
+	size_t pool_max; /* UPG_POOL_MAX: compressed pool limit, 0 = auto */
+	size_t headroom; /* UPG_HEADROOM: free space the evictor keeps, 0 = auto */
+	size_t reserve;	   /* UPG_RESERVE: default region size (allocator) */
+	unsigned handlers; /* UPG_HANDLERS: fault threads, 0 = one per CPU */
+	unsigned cluster;  /* UPG_CLUSTER: fault-around window, pages */
+	bool use_move;	   /* UPG_MOVE: evict with UFFDIO_MOVE if available */
+	bool use_wp_async; /* UPG_WP_ASYNC: clean-page tracking */
+	bool use_remove;   /* UPG_REMOVE_EVENTS: follow program madvise() */
+	bool stats;	   /* UPG_STATS: print statistics at exit */
+	int log_level;	   /* UPG_LOG: 0 errors, 1 warnings, 2 info, 3 debug */
 };
 
 /**
@@ -79,7 +79,8 @@ UPG_API int upg_params_from_env(struct upg_params *p);
  * Return: 0, -ENOENT for an unknown option, -EINVAL for a bad value
  * (upg_last_error() says why).
  */
-UPG_API int upg_params_set(struct upg_params *p, const char *name, const char *value);
+UPG_API int upg_params_set(struct upg_params *p, const char *name,
+			   const char *value);
 
 /**
  * upg_options_print() - print the option table with values and help

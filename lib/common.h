@@ -41,10 +41,10 @@ void upg_log(int level, const char *fmt, ...)
 #define upg_err(...) upg_log(UPG_LOG_ERROR, __VA_ARGS__)
 #define upg_warn(...) upg_log(UPG_LOG_WARN, __VA_ARGS__)
 #define upg_info(...) upg_log(UPG_LOG_INFO, __VA_ARGS__)
-#define upg_dbg(...)                                  \
-	do {                                          \
+#define upg_dbg(...)                                          \
+	do {                                                  \
 		if (unlikely(upg_log_level >= UPG_LOG_DEBUG)) \
-			upg_log(UPG_LOG_DEBUG, __VA_ARGS__); \
+			upg_log(UPG_LOG_DEBUG, __VA_ARGS__);  \
 	} while (0)
 
 /*

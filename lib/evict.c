@@ -110,7 +110,8 @@ void upg_evict_wait(struct upg *u, uint64_t timeout_ns)
 	round = atomic_load(&u->ev_rounds);
 	atomic_store(&u->ev_idle, false);
 	pthread_cond_signal(&u->ev_wake);
-	while (round == atomic_load(&u->ev_rounds) && !atomic_load(&u->stopping))
+	while (round == atomic_load(&u->ev_rounds) &&
+	       !atomic_load(&u->stopping))
 		if (pthread_cond_timedwait(&u->ev_done, &u->ev_lock, &ts))
 			break;
 	pthread_mutex_unlock(&u->ev_lock);
@@ -399,7 +400,8 @@ static void self_zap(struct upg *u, char *start, size_t len)
 
 			if (atomic_load(&u->self_zap[i].start))
 				continue;
-			atomic_store(&u->self_zap[i].end, (uintptr_t)start + len);
+			atomic_store(&u->self_zap[i].end,
+				     (uintptr_t)start + len);
 			atomic_store(&u->self_zap[i].start, (uintptr_t)start);
 			break;
 		}
@@ -597,8 +599,8 @@ void upg_evict_stop(struct upg *u)
 		u->evictor_started = false;
 	}
 	if (u->staging) {
-		munmap(u->staging - UPG_PAGE_SIZE,
-		       (size_t)(UPG_EVICT_BATCH + 2) << UPG_PAGE_SHIFT);
+		munmap(u->staging - UPG_PAGE_SIZE, (size_t)(UPG_EVICT_BATCH + 2)
+							   << UPG_PAGE_SHIFT);
 		u->staging = NULL;
 	}
 }

@@ -109,13 +109,13 @@ long upg_charge(struct upg *u, long want, struct upg_stat_shard *st)
 	if (cur > budget)
 		upg_stat_add(st, UPG_STAT_budget_overruns, (uint64_t)got);
 	peak = atomic_load_explicit(&u->resident_peak, memory_order_relaxed);
-	while (cur > peak && !atomic_compare_exchange_weak_explicit(
-				     &u->resident_peak, &peak, cur,
-				     memory_order_relaxed,
-				     memory_order_relaxed))
+	while (cur > peak &&
+	       !atomic_compare_exchange_weak_explicit(&u->resident_peak, &peak,
+						      cur, memory_order_relaxed,
+						      memory_order_relaxed))
 		;
-	if (cur > budget - atomic_load_explicit(&u->low_gap,
-						memory_order_relaxed))
+	if (cur >
+	    budget - atomic_load_explicit(&u->low_gap, memory_order_relaxed))
 		upg_evict_kick(u);
 	return got;
 }
@@ -277,8 +277,8 @@ static void resolve_zero(struct upg_handler *h, struct run *run, bool write)
 	for (size_t i = 0; i < run->n; i++)
 		val[i] = pte_make(PTE_RESIDENT, PTE_REF, 0);
 	/* A write needs a private page anyway; a read can share the zero page. */
-	ret = install(u, dst, write ? h->zero : NULL,
-		      run->n << UPG_PAGE_SHIFT, false, h->zero);
+	ret = install(u, dst, write ? h->zero : NULL, run->n << UPG_PAGE_SHIFT,
+		      false, h->zero);
 	k = settle(h, run, ret, val);
 	if (!k)
 		return install_failed(h, dst, ret);
@@ -352,7 +352,8 @@ static void count_restore(struct upg_handler *h, uint64_t first, size_t k,
 {
 	bool same = upg_pool_kind(pte_payload(first)) == UPG_POOL_SAME;
 
-	upg_stat_inc(h->stats, same ? UPG_STAT_fault_same : UPG_STAT_fault_pool);
+	upg_stat_inc(h->stats,
+		     same ? UPG_STAT_fault_same : UPG_STAT_fault_pool);
 	upg_stat_add(h->stats, UPG_STAT_refault, k);
 	upg_stat_add(h->stats, UPG_STAT_fault_around_pool, k - 1);
 	upg_stat_time(h->stats, same ? UPG_HIST_same : UPG_HIST_pool,
@@ -376,7 +377,8 @@ static void restore_failed(struct upg_handler *h, struct run *run)
 	release_run(h->u, run, 0);
 	if (upg_uffd_poison(h->u->uffd, addr, UPG_PAGE_SIZE) < 0)
 		upg_err("cannot poison %p (no UFFDIO_POISON): the faulting "
-			"thread stays blocked", (void *)addr);
+			"thread stays blocked",
+			(void *)addr);
 }
 
 static void resolve_evicted(struct upg_handler *h, struct run *run, bool write,
@@ -485,7 +487,8 @@ static bool evictor_self_fault(struct upg_handler *h, char *addr, uint32_t tid)
 
 static void on_fault(struct upg_handler *h, const struct uffd_msg *m)
 {
-	char *addr = (char *)(uintptr_t)(m->arg.pagefault.address & UPG_PAGE_MASK);
+	char *addr =
+		(char *)(uintptr_t)(m->arg.pagefault.address & UPG_PAGE_MASK);
 	uint64_t flags = m->arg.pagefault.flags;
 	bool write = flags & UFFD_PAGEFAULT_FLAG_WRITE;
 	struct upg_region *r = upg_region_find(h->u, addr);
@@ -503,7 +506,8 @@ static void on_fault(struct upg_handler *h, const struct uffd_msg *m)
 	run = (struct run){ .r = r, .idx = idx, .n = 1 };
 	while (!pte_trylock(&r->pte[idx], &run.old[0])) {
 		if (pte_mark_waiting(&r->pte[idx])) {
-			if (!evictor_self_fault(h, addr, m->arg.pagefault.feat.ptid))
+			if (!evictor_self_fault(h, addr,
+						m->arg.pagefault.feat.ptid))
 				upg_stat_inc(h->stats, UPG_STAT_fault_deferred);
 			return;
 		}
@@ -532,7 +536,8 @@ static void zap_page(struct upg *u, struct upg_region *r, size_t idx)
 			if (pte_state(v) == PTE_RESIDENT)
 				upg_uncharge(u, 1);
 			upg_page_drop_copy(u, v);
-			upg_page_publish(u, r, idx, pte_state(v), PTE_UNTOUCHED);
+			upg_page_publish(u, r, idx, pte_state(v),
+					 PTE_UNTOUCHED);
 			return;
 		}
 		v = atomic_load(p);

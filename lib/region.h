@@ -98,9 +98,9 @@ static inline bool pte_trylock(upg_pte_t *p, uint64_t *old)
 	do {
 		if (v & PTE_LOCK)
 			return false;
-	} while (!atomic_compare_exchange_weak_explicit(
-		p, &v, v | PTE_LOCK, memory_order_acquire,
-		memory_order_relaxed));
+	} while (!atomic_compare_exchange_weak_explicit(p, &v, v | PTE_LOCK,
+							memory_order_acquire,
+							memory_order_relaxed));
 	*old = v;
 	return true;
 }
@@ -117,9 +117,9 @@ static inline bool pte_mark_waiting(upg_pte_t *p)
 	do {
 		if (!(v & PTE_LOCK))
 			return false;
-	} while (!atomic_compare_exchange_weak_explicit(
-		p, &v, v | PTE_WAIT, memory_order_relaxed,
-		memory_order_relaxed));
+	} while (!atomic_compare_exchange_weak_explicit(p, &v, v | PTE_WAIT,
+							memory_order_relaxed,
+							memory_order_relaxed));
 	return true;
 }
 
@@ -149,7 +149,8 @@ void upg_region_destroy(struct upg_region *r);
 
 static inline bool region_contains(const struct upg_region *r, const void *a)
 {
-	return (const char *)a >= r->start && (const char *)a < r->start + r->len;
+	return (const char *)a >= r->start &&
+	       (const char *)a < r->start + r->len;
 }
 
 #endif

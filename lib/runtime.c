@@ -188,15 +188,15 @@ int upg_discard(struct upg *u, void *addr, size_t len)
 
 	len = (len + UPG_PAGE_SIZE - 1) & UPG_PAGE_MASK;
 	if ((uintptr_t)a & (UPG_PAGE_SIZE - 1))
-		return upg_seterr(-EINVAL, "upg_discard: %p is not page aligned",
-				  addr);
+		return upg_seterr(-EINVAL,
+				  "upg_discard: %p is not page aligned", addr);
 	pthread_rwlock_rdlock(&u->regions_lock);
 	r = upg_region_find(u, a);
 	if (!r || a + len > r->start + r->len) {
 		pthread_rwlock_unlock(&u->regions_lock);
-		return upg_seterr(-EINVAL,
-				  "upg_discard: %p+%zu is not inside one region",
-				  addr, len);
+		return upg_seterr(
+			-EINVAL, "upg_discard: %p+%zu is not inside one region",
+			addr, len);
 	}
 	idx = (size_t)(a - r->start) >> UPG_PAGE_SHIFT;
 	forget_pages(u, r, idx, idx + (len >> UPG_PAGE_SHIFT), true);
@@ -287,8 +287,10 @@ static void fill_gauges(struct upg *u, struct upg_stats *s)
 int upg_stats_get(struct upg *u, struct upg_stats *s)
 {
 	if (s->size < sizeof(*s))
-		return upg_seterr(-EINVAL, "upg_stats_get: s->size is %u, "
-				  "expected %zu", s->size, sizeof(*s));
+		return upg_seterr(-EINVAL,
+				  "upg_stats_get: s->size is %u, "
+				  "expected %zu",
+				  s->size, sizeof(*s));
 	upg_stat_sum(u->shards, u->nshards, s);
 	fill_gauges(u, s);
 	return 0;
@@ -348,8 +350,8 @@ static void describe_features(struct upg *u)
 	snprintf(u->features, sizeof(u->features), "%s%s%s%s handlers=%u",
 		 u->caps.move ? "move" : "copy-evict",
 		 u->caps.wp_async ? " wp_async" : " all-dirty",
-		 u->caps.remove ? " remove" : "",
-		 u->caps.wp ? " wp" : "", u->nhandlers);
+		 u->caps.remove ? " remove" : "", u->caps.wp ? " wp" : "",
+		 u->nhandlers);
 }
 
 static int resolve_params(struct upg *u, const struct upg_params *p)

@@ -55,9 +55,9 @@ struct upg {
 
 	_Atomic long resident;
 	_Atomic long resident_peak;
-	_Atomic long budget;	/* pages */
-	_Atomic long low_gap;	/* evictor wakes below this much headroom */
-	_Atomic long high_gap;	/* and evicts until this much is free */
+	_Atomic long budget;   /* pages */
+	_Atomic long low_gap;  /* evictor wakes below this much headroom */
+	_Atomic long high_gap; /* and evicts until this much is free */
 	_Atomic bool overrun;
 	_Atomic bool stopping;
 

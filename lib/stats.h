@@ -19,14 +19,14 @@ enum upg_stat_id {
 #define UPG_STAT_ENUM(name, desc) UPG_STAT_##name,
 	UPG_STATS_COUNTERS(UPG_STAT_ENUM)
 #undef UPG_STAT_ENUM
-	UPG_STAT_NR
+		UPG_STAT_NR
 };
 
 enum upg_hist_id {
 #define UPG_HIST_ENUM(name, desc) UPG_HIST_##name,
 	UPG_STATS_HISTS(UPG_HIST_ENUM)
 #undef UPG_HIST_ENUM
-	UPG_HIST_NR
+		UPG_HIST_NR
 };
 
 struct upg_stat_hist {

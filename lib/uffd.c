@@ -37,10 +37,12 @@ static int open_raw(void)
 		return fd;
 	err = errno;
 	if (err != EPERM && err != EACCES)
-		return err == ENOSYS ? upg_seterr(-ENOSYS,
-					"this kernel has no userfaultfd (CONFIG_USERFAULTFD)")
-				     : upg_seterr(-err, "userfaultfd: %s",
-						  strerror(err));
+		return err == ENOSYS
+			       ? upg_seterr(
+					 -ENOSYS,
+					 "this kernel has no userfaultfd (CONFIG_USERFAULTFD)")
+			       : upg_seterr(-err, "userfaultfd: %s",
+					    strerror(err));
 	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
 	if (dev < 0)
 		return upg_seterr(-EPERM, "%s", access_help);

@@ -8,13 +8,12 @@
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 
-static const char *const users[] = { "alice", "bob", "carol", "dave",
-				      "erin", "frank", "grace", "heidi" };
-static const char *const paths[] = { "/api/v1/items", "/api/v1/users",
+static const char *const users[] = { "alice", "bob",   "carol", "dave",
+				     "erin",  "frank", "grace", "heidi" };
+static const char *const paths[] = { "/api/v1/items",  "/api/v1/users",
 				     "/static/app.js", "/index.html",
 				     "/api/v1/orders", "/login" };
-static const char *const levels[] = { "INFO", "INFO", "INFO", "WARN",
-				      "DEBUG" };
+static const char *const levels[] = { "INFO", "INFO", "INFO", "WARN", "DEBUG" };
 
 uint64_t t_rand(uint64_t *s)
 {
@@ -28,7 +27,8 @@ uint64_t t_rand(uint64_t *s)
 
 static uint64_t seed_of(uint64_t idx, uint64_t version)
 {
-	return (idx + 1) * 0x9E3779B97F4A7C15ULL ^ (version + 1) * 0xBF58476D1CE4E5B9ULL;
+	return (idx + 1) * 0x9E3779B97F4A7C15ULL ^
+	       (version + 1) * 0xBF58476D1CE4E5B9ULL;
 }
 
 /* Log lines: text that LZ4 compresses about 2-3x, like real logs. */
@@ -39,14 +39,15 @@ static void fill_text(char *p, uint64_t s)
 
 	while (off < PAGE) {
 		uint64_t r = t_rand(&s);
-		int n = snprintf(line, sizeof(line),
-				 "2026-11-21T16:%02u:%02u.%03u %s [worker-%u] GET "
-				 "%s/%u status=200 bytes=%u user=%s\n",
-				 (unsigned)(r % 60), (unsigned)(r >> 8) % 60,
-				 (unsigned)(r >> 16) % 1000, levels[(r >> 26) % 5],
-				 (unsigned)(r >> 29) % 8, paths[(r >> 32) % 6],
-				 (unsigned)(r >> 35) % 10000,
-				 (unsigned)(r >> 48) % 65536, users[(r >> 61) % 8]);
+		int n = snprintf(
+			line, sizeof(line),
+			"2026-11-21T16:%02u:%02u.%03u %s [worker-%u] GET "
+			"%s/%u status=200 bytes=%u user=%s\n",
+			(unsigned)(r % 60), (unsigned)(r >> 8) % 60,
+			(unsigned)(r >> 16) % 1000, levels[(r >> 26) % 5],
+			(unsigned)(r >> 29) % 8, paths[(r >> 32) % 6],
+			(unsigned)(r >> 35) % 10000,
+			(unsigned)(r >> 48) % 65536, users[(r >> 61) % 8]);
 		size_t k = MIN((size_t)n, PAGE - off);
 
 		memcpy(p + off, line, k);
@@ -202,8 +203,8 @@ static void *racer_main(void *arg)
 	return NULL;
 }
 
-size_t t_store_race(const char *const *opts, unsigned threads,
-		    unsigned seconds, struct upg_stats *out)
+size_t t_store_race(const char *const *opts, unsigned threads, unsigned seconds,
+		    struct upg_stats *out)
 {
 	struct upg *u = t_runtime(RACE_BUDGET, opts);
 	uint64_t *mem = t_region(u, RACE_PAGES * PAGE);
@@ -214,8 +215,12 @@ size_t t_store_race(const char *const *opts, unsigned threads,
 
 	cr_assert(truth && threads <= 8);
 	for (unsigned t = 0; t < threads; t++) {
-		r[t] = (struct racer){ mem, truth, t, threads,
-				       now_ns() + seconds * 1000000000ULL, 0 };
+		r[t] = (struct racer){ mem,
+				       truth,
+				       t,
+				       threads,
+				       now_ns() + seconds * 1000000000ULL,
+				       0 };
 		pthread_create(&th[t], NULL, racer_main, &r[t]);
 	}
 	for (unsigned t = 0; t < threads; t++) {

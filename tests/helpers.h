@@ -58,5 +58,5 @@ uint64_t t_rand(uint64_t *state);
  * their pages, reading each back at once and re-reading older ones, for
  * @seconds. Returns the number of mismatches (lost or stale stores).
  */
-size_t t_store_race(const char *const *opts, unsigned threads,
-		    unsigned seconds, struct upg_stats *out);
+size_t t_store_race(const char *const *opts, unsigned threads, unsigned seconds,
+		    struct upg_stats *out);

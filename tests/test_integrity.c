@@ -37,8 +37,8 @@ static void *rmw_thread(void *arg)
 	uint64_t s = w->seed * 7919 + 1;
 
 	for (size_t i = 0; i < w->ops; i++) {
-		size_t page = w->sequential ? (i * 7) % NPAGES
-					    : t_rand(&s) % NPAGES;
+		size_t page =
+			w->sequential ? (i * 7) % NPAGES : t_rand(&s) % NPAGES;
 		/* Skip the two identity words of the text header. */
 		size_t word = page * WORDS_PER_PAGE + 2 +
 			      t_rand(&s) % (WORDS_PER_PAGE - 2);

@@ -122,7 +122,8 @@ Test(runtime, discard_reads_zero_and_frees_copies)
 	for (size_t i = 0; i < n / 2; i++)
 		cr_assert_eq(*(uint64_t *)(m + i * PAGE), 0, "page %zu", i);
 	for (size_t i = n / 2; i < n; i++)
-		cr_assert(t_page_check(m + i * PAGE, T_TEXT, i, 0), "page %zu", i);
+		cr_assert(t_page_check(m + i * PAGE, T_TEXT, i, 0), "page %zu",
+			  i);
 	cr_expect_eq(upg_discard(u, m + 1, PAGE), -EINVAL);
 	cr_expect(strstr(upg_last_error(), "aligned"));
 	cr_expect_eq(upg_discard(u, m, 64 * MiB), -EINVAL);
@@ -316,7 +317,8 @@ Test(runtime, written_pages_after_refault_are_stored_again)
 		t_page_fill(m + i * PAGE, T_TEXT, i, 1);
 	t_evict_all(u, 4 * MiB, 4 * MiB);
 	for (size_t i = 0; i < n; i++)
-		cr_assert(t_page_check(m + i * PAGE, T_TEXT, i, 1), "page %zu", i);
+		cr_assert(t_page_check(m + i * PAGE, T_TEXT, i, 1), "page %zu",
+			  i);
 	upg_destroy(u);
 }
 
@@ -427,7 +429,8 @@ Test(runtime, refused_userfaultfd_explains_the_fix)
 		_exit(err == -EPERM &&
 				      strstr(upg_last_error(),
 					     "vm.unprivileged_userfaultfd") &&
-				      strstr(upg_last_error(), "/dev/userfaultfd")
+				      strstr(upg_last_error(),
+					     "/dev/userfaultfd")
 			      ? 0
 			      : 1);
 	}
