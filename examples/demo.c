@@ -22,6 +22,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,9 @@
 
 #include <upager.h>
 
-#define PAGE 4096UL
+#include "logtext.h"
+
+#define PAGE LOGTEXT_PAGE
 #define WORDS (PAGE / sizeof(uint64_t))
 #define MiB (1UL << 20)
 #define MAX_THREADS 256
@@ -55,8 +58,9 @@ struct bad_pages {
 	size_t page[MAX_BAD];
 };
 
+/* Each counter on its own cache line: workers never share one. */
 struct worker {
-	_Alignas(64) _Atomic uint64_t ops; /* own cache line: no false sharing */
+	_Alignas(64) _Atomic uint64_t ops;
 	struct demo *d;
 	unsigned id;
 	pthread_t thread;
@@ -65,7 +69,7 @@ struct worker {
 struct demo {
 	struct config cfg;
 	struct upg *u;
-	char *mem;	   /* the managed region */
+	char *mem; /* the managed region */
 	size_t npages;
 	uint32_t *version; /* per page, in ordinary memory: the truth */
 	struct worker *workers;
@@ -260,125 +264,6 @@ static int configure(struct config *c, struct upg_params *p, int argc,
 /* Page contents                                                       */
 /* ------------------------------------------------------------------ */
 
-/* splitmix64's finaliser: a cheap, well-mixed hash of @x. */
-static uint64_t mix(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ULL;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-	return x ^ (x >> 31);
-}
-
-static uint64_t next_rand(uint64_t *s)
-{
-	*s += 0x9e3779b97f4a7c15ULL;
-	return mix(*s);
-}
-
-/* A page of text being written: stops at PAGE, cutting the last line. */
-struct text {
-	char *p;
-	size_t len;
-};
-
-static void put(struct text *t, const char *s)
-{
-	while (*s && t->len < PAGE)
-		t->p[t->len++] = *s++;
-}
-
-/* @v in decimal, zero-padded to @width digits. */
-static void put_num(struct text *t, unsigned long v, int width)
-{
-	char d[24];
-	int n = 0;
-
-	do {
-		d[n++] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v || n < width);
-	while (n && t->len < PAGE)
-		t->p[t->len++] = d[--n];
-}
-
-static void put_time(struct text *t, unsigned long ms)
-{
-	put(t, "2025-06-");
-	put_num(t, 1 + ms / 86400000 % 30, 2);
-	put(t, "T");
-	put_num(t, ms / 3600000 % 24, 2);
-	put(t, ":");
-	put_num(t, ms / 60000 % 60, 2);
-	put(t, ":");
-	put_num(t, ms / 1000 % 60, 2);
-	put(t, ".");
-	put_num(t, ms % 1000, 3);
-	put(t, "Z ");
-}
-
-#define PICK(a, r) ((a)[(r) % (sizeof(a) / sizeof((a)[0]))])
-
-/*
- * One log line such as
- * 2025-06-03T04:12:09.417Z INFO  worker-3 user=carol op=read
- * path=/home/carol/docs/report-0042.txt bytes=18432 took=12ms
- */
-static void put_line(struct text *t, uint64_t r, unsigned long ms)
-{
-	static const char *const level[] = { "INFO  ", "INFO  ", "INFO  ",
-					     "DEBUG ", "WARN  ", "ERROR " };
-	static const char *const user[] = { "alice", "bob",   "carol", "dave",
-					    "erin",  "frank", "grace", "heidi",
-					    "ivan",  "judy",  "oscar", "peggy" };
-	static const char *const op[] = { "read", "write", "open", "stat",
-					  "rename", "unlink" };
-	static const char *const dir[] = { "docs", "src", "mail", "cache",
-					   "photos", "build" };
-	static const char *const file[] = { "report", "main", "notes", "index",
-					    "config", "draft", "invoice" };
-	static const char *const ext[] = { ".txt", ".c", ".md", ".json",
-					   ".jpg", ".log" };
-	const char *u = PICK(user, r >> 8);
-
-	put_time(t, ms);
-	put(t, PICK(level, r));
-	put(t, "worker-");
-	put_num(t, (r >> 4) % 8, 1);
-	put(t, " user=");
-	put(t, u);
-	put(t, " op=");
-	put(t, PICK(op, r >> 12));
-	put(t, " path=/home/");
-	put(t, u);
-	put(t, "/");
-	put(t, PICK(dir, r >> 16));
-	put(t, "/");
-	put(t, PICK(file, r >> 20));
-	put(t, "-");
-	put_num(t, (r >> 24) % 100, 4);
-	put(t, PICK(ext, r >> 32));
-	put(t, " bytes=");
-	put_num(t, (r >> 36) % 65536, 1);
-	put(t, " took=");
-	put_num(t, (r >> 52) % 200, 1);
-	put(t, "ms\n");
-}
-
-/* Page @page as filled: log lines with increasing timestamps. */
-static void gen_page(char *dst, size_t page)
-{
-	struct text t = { dst, 0 };
-	uint64_t rng = page;
-	unsigned long ms = (unsigned long)page * 5003;
-
-	while (t.len < PAGE) {
-		uint64_t r = next_rand(&rng);
-
-		ms += r >> 56;
-		put_line(&t, r, ms);
-	}
-}
-
 /* The word of @page that operations read and write. */
 static uint64_t *stamp_word(char *page_base, size_t page)
 {
@@ -396,7 +281,7 @@ static void expected_page(char *dst, size_t page, uint32_t version)
 {
 	uint64_t v = stamp(page, version);
 
-	gen_page(dst, page);
+	logtext_page(dst, page);
 	memcpy(stamp_word(dst, page), &v, sizeof(v));
 }
 
@@ -576,7 +461,8 @@ static void progress(struct demo *d, struct sample *prev, double start,
 		mib(s.pool_used_bytes),
 		ratio(s.pool_stored_bytes, s.pool_compressed_bytes),
 		rate(cur.faults, prev->faults, dt),
-		rate(cur.evictions, prev->evictions, dt), tty ? "\033[K" : "\n");
+		rate(cur.evictions, prev->evictions, dt),
+		tty ? "\033[K" : "\n");
 	*prev = cur;
 }
 
@@ -710,8 +596,7 @@ static void print_bad_list(const char *what, const struct bad_pages *b)
 static void print_verdict(const struct demo *d)
 {
 	if (d->bad_ops.count)
-		print_bad_list("operations found a stale word",
-			       &d->bad_ops);
+		print_bad_list("operations found a stale word", &d->bad_ops);
 	if (d->bad_verify.count)
 		print_bad_list("verification failed", &d->bad_verify);
 	else
@@ -804,6 +689,7 @@ static int demo(struct demo *d, const struct upg_params *p)
 	if (setup(d, p) < 0)
 		return EXIT_SETUP;
 	announce(d);
+	logtext_init();
 	fprintf(stderr, "filling %zu pages with log text...\n", d->npages);
 	fill(d);
 	catch_sigint();
@@ -832,7 +718,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (ret < 0) {
-		fprintf(stderr, "usage: upager-demo --help\n");
+		fprintf(stderr, "Try 'upager-demo --help'.\n");
 		return EXIT_SETUP;
 	}
 	if (d.cfg.options) {

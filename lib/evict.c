@@ -490,6 +490,17 @@ static size_t evict_batch(struct upg *u)
 	return evicted;
 }
 
+/* Let threads waiting for room know that a batch freed some. */
+static void batch_done(struct upg *u)
+{
+	if (!atomic_load(&u->ev_waiters))
+		return;
+	pthread_mutex_lock(&u->ev_lock);
+	atomic_fetch_add(&u->ev_rounds, 1);
+	pthread_cond_broadcast(&u->ev_done);
+	pthread_mutex_unlock(&u->ev_lock);
+}
+
 /* Evict down to the high watermark. Return: false if no progress. */
 static bool evict_pass(struct upg *u)
 {
@@ -499,6 +510,7 @@ static bool evict_pass(struct upg *u)
 		if (!evict_batch(u))
 			break;
 		progress = true;
+		batch_done(u);
 	}
 	if (!above_high(u))
 		atomic_store(&u->overrun, false);

@@ -69,7 +69,8 @@ struct upg {
 	pthread_cond_t ev_wake;
 	pthread_cond_t ev_done;
 	_Atomic bool ev_idle;
-	_Atomic unsigned long ev_rounds; /* completed evictor passes */
+	_Atomic unsigned long ev_rounds; /* completed batches and sleeps */
+	_Atomic unsigned ev_waiters;	 /* threads in upg_evict_wait() */
 	size_t hand_region;		 /* clock hand, evictor-private */
 	size_t hand_idx;
 	char *staging; /* UPG_EVICT_BATCH pages, registered WP-only */
