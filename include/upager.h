@@ -53,6 +53,7 @@ struct upg_params {
 	bool use_remove;   /* UPG_REMOVE_EVENTS: follow program madvise() */
 	bool stats;	   /* UPG_STATS: print statistics at exit */
 	int log_level;	   /* UPG_LOG: 0 errors, 1 warnings, 2 info, 3 debug */
+	bool use_remap;	   /* UPG_REMAP: evict scattered pages with mremap */
 };
 
 /**

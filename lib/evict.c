@@ -45,7 +45,6 @@
 
 #include "runtime.h"
 
-#define SCAN_WINDOW 64
 #define EVICTOR_PERIOD_NS 50000000ULL
 #define STALL_RETRY_NS 1000000ULL
 
@@ -147,7 +146,7 @@ static void mark_written(struct upg *u, struct upg_region *r, size_t idx)
 static void scan_written(struct upg *u, struct upg_region *r, size_t idx,
 			 size_t n)
 {
-	struct page_region vec[SCAN_WINDOW];
+	struct page_region vec[UPG_CHUNK_PAGES / 2];
 	int k = upg_uffd_scan_written(u->pagemap_fd, region_addr(r, idx),
 				      n << UPG_PAGE_SHIFT, vec,
 				      ARRAY_SIZE(vec));
@@ -187,7 +186,10 @@ static bool examine(struct upg *u, struct upg_region *r, size_t idx,
 	return true;
 }
 
-/* Advance the hand over one scan window; returns resident pages seen. */
+/*
+ * Advance the hand over the rest of its chunk (one PAGEMAP_SCAN, so one TLB
+ * flush, per chunk); returns the resident pages seen.
+ */
 static size_t sweep_window(struct upg *u, struct victim *v, size_t *n,
 			   size_t want)
 {
@@ -198,8 +200,7 @@ static size_t sweep_window(struct upg *u, struct victim *v, size_t *n,
 		u->hand_idx = (c + 1) << UPG_CHUNK_SHIFT;
 		return 0;
 	}
-	end = MIN(MIN(r->npages, (c + 1) << UPG_CHUNK_SHIFT),
-		  idx + SCAN_WINDOW);
+	end = MIN(r->npages, (c + 1) << UPG_CHUNK_SHIFT);
 	if (u->caps.wp_async)
 		scan_written(u, r, idx, end - idx);
 	for (; idx < end && *n < want; idx++, seen++)
@@ -219,10 +220,9 @@ static size_t select_victims(struct upg *u, struct victim *v, size_t want)
 	size_t n = 0, seen = 0, steps = 0, max_steps = 2;
 	size_t limit = 2 * (size_t)MAX(atomic_load(&u->resident), 0) + want;
 
-	/* Two turns: a step covers a window or skips an empty chunk. */
+	/* Two turns: a step covers at most a chunk. */
 	for (size_t i = 0; i < u->nregions; i++)
-		max_steps += 2 * (u->regions[i]->npages / SCAN_WINDOW +
-				  u->regions[i]->nchunks + 1);
+		max_steps += 2 * (2 * u->regions[i]->nchunks + 1);
 	while (n < want && seen < limit && steps++ < max_steps) {
 		if (u->hand_region >= u->nregions)
 			u->hand_region = 0;
@@ -463,6 +463,193 @@ static size_t evict_copy(struct upg *u, struct victim *v, size_t n)
 }
 
 /* ------------------------------------------------------------------ */
+/* Page-table move mode                                                */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Scattered victims are expensive to move one by one: each UFFDIO_MOVE of
+ * a lone page flushes the TLB of every CPU running the program, an IPI that
+ * costs ~28 us in these VMs (only contiguous present pages share a flush).
+ * mremap(MREMAP_DONTUNMAP) moves a whole chunk's page table in one flush:
+ * the chunk, all its entries locked, goes to a staging chunk; the pages
+ * that stay resident are copied back (installing needs no flush), the
+ * victims are stored from staging. The chunk stays registered.
+ */
+
+#ifndef MREMAP_DONTUNMAP
+#define MREMAP_DONTUNMAP 4
+#endif
+
+#define CHUNK_BYTES (UPG_CHUNK_PAGES << UPG_PAGE_SHIFT)
+
+/* Whether this kernel moves private anonymous memory with DONTUNMAP. */
+static bool remap_works(char *staging)
+{
+	char *src = mmap(NULL, UPG_PAGE_SIZE, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	void *p;
+
+	if (src == MAP_FAILED)
+		return false;
+	p = mremap(src, UPG_PAGE_SIZE, UPG_PAGE_SIZE,
+		   MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, staging);
+	munmap(src, UPG_PAGE_SIZE);
+	return p != MAP_FAILED;
+}
+
+struct chunk_op {
+	struct upg_region *r;
+	size_t first;			     /* page index of the chunk */
+	size_t n;			     /* its pages in the region */
+	struct victim *vic[UPG_CHUNK_PAGES]; /* victims by page, or NULL */
+	uint64_t old[UPG_CHUNK_PAGES];	     /* other entries we locked */
+};
+
+/* Unlock the entries [0, upto) we locked besides the victims. */
+static void unlock_others(struct upg *u, struct chunk_op *op, size_t upto)
+{
+	for (size_t p = 0; p < upto; p++)
+		if (!op->vic[p])
+			upg_page_publish(u, op->r, op->first + p,
+					 pte_state(op->old[p]), op->old[p]);
+}
+
+/* Lock every non-victim entry of the chunk; false if one is busy. */
+static bool lock_others(struct upg *u, struct chunk_op *op)
+{
+	for (size_t p = 0; p < op->n; p++) {
+		if (op->vic[p] ||
+		    pte_trylock(&op->r->pte[op->first + p], &op->old[p]))
+			continue;
+		unlock_others(u, op, p);
+		return false;
+	}
+	return true;
+}
+
+/* Copy resident non-victims back from staging; failures become victims. */
+static void copy_back(struct upg *u, struct chunk_op *op, struct victim *spare)
+{
+	char *dst = region_addr(op->r, op->first);
+
+	for (size_t p = 0; p < op->n; p++) {
+		char *off = (char *)(p << UPG_PAGE_SHIFT);
+		bool wp = u->caps.wp_async && (op->old[p] & PTE_COPY);
+
+		if (op->vic[p] || pte_state(op->old[p]) != PTE_RESIDENT)
+			continue;
+		if (upg_uffd_copy(u->uffd, dst + (uintptr_t)off,
+				  u->chunk_staging + (uintptr_t)off,
+				  UPG_PAGE_SIZE, wp, false) > 0) {
+			upg_stat_inc(upg_evictor_stats(u),
+				     UPG_STAT_evict_remap_kept);
+			continue;
+		}
+		*spare = (struct victim){ .r = op->r,
+					  .idx = op->first + p,
+					  .old = op->old[p] };
+		op->vic[p] = spare++;
+	}
+}
+
+/* Store each victim from staging (or put it back if the pool is full). */
+static size_t store_victims(struct upg *u, struct chunk_op *op)
+{
+	size_t evicted = 0;
+
+	for (size_t p = 0; p < op->n; p++) {
+		struct victim *v = op->vic[p];
+		char *page = u->chunk_staging + (p << UPG_PAGE_SHIFT);
+		int64_t e;
+
+		if (!v)
+			continue;
+		e = store_page(u, v, page);
+		if (e < 0) {
+			upg_uffd_copy(u->uffd, region_addr(v->r, v->idx), page,
+				      UPG_PAGE_SIZE, false, false);
+			keep_resident(u, v);
+			continue;
+		}
+		upg_page_publish(u, v->r, v->idx, PTE_RESIDENT, (uint64_t)e);
+		evicted++;
+	}
+	return evicted;
+}
+
+/*
+ * Evict victims [0, n), all in one chunk, by moving the chunk's page table.
+ * Return: pages evicted, or -1 if the chunk could not be moved (a page was
+ * busy, or mremap failed): the victims are then still locked.
+ */
+static long evict_remap(struct upg *u, struct victim *v, size_t n)
+{
+	struct victim spare[UPG_CHUNK_PAGES];
+	struct chunk_op op;
+	size_t evicted;
+
+	op.r = v[0].r;
+	op.first = v[0].idx & ~(UPG_CHUNK_PAGES - 1);
+	op.n = MIN(UPG_CHUNK_PAGES, op.r->npages - op.first);
+	memset(op.vic, 0, sizeof(op.vic));
+	for (size_t i = 0; i < n; i++)
+		op.vic[v[i].idx - op.first] = &v[i];
+	if (!lock_others(u, &op))
+		goto abort;
+	if (mremap(region_addr(op.r, op.first), op.n << UPG_PAGE_SHIFT,
+		   op.n << UPG_PAGE_SHIFT,
+		   MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP,
+		   u->chunk_staging) == MAP_FAILED) {
+		unlock_others(u, &op, op.n);
+		goto abort;
+	}
+	copy_back(u, &op, spare);
+	evicted = store_victims(u, &op);
+	unlock_others(u, &op, op.n);
+	madvise(u->chunk_staging, op.n << UPG_PAGE_SHIFT, MADV_DONTNEED);
+	upg_stat_inc(upg_evictor_stats(u), UPG_STAT_evict_remap_chunks);
+	upg_stat_add(upg_evictor_stats(u), UPG_STAT_evict_remap, evicted);
+	return (long)evicted;
+
+abort:
+	upg_stat_inc(upg_evictor_stats(u), UPG_STAT_evict_remap_abort);
+	return -1;
+}
+
+/* Number of contiguous runs among victims [0, n). */
+static size_t count_runs(const struct victim *v, size_t n)
+{
+	size_t runs = 0;
+
+	for (size_t i = 0; i < n; i += run_length(v, i, n))
+		runs++;
+	return runs;
+}
+
+/* Victims [0, n) in one chunk: a page-table move if they are scattered. */
+static size_t evict_chunk(struct upg *u, struct victim *v, size_t n)
+{
+	long ret = -1;
+
+	if (u->remap && count_runs(v, n) > 2)
+		ret = evict_remap(u, v, n);
+	if (ret >= 0)
+		return (size_t)ret;
+	return u->caps.move ? evict_move(u, v, n) : evict_copy(u, v, n);
+}
+
+/* Length of the group of victims from @i that share a region and chunk. */
+static size_t chunk_group(const struct victim *v, size_t i, size_t n)
+{
+	size_t k = 1, c = v[i].idx >> UPG_CHUNK_SHIFT;
+
+	while (i + k < n && v[i + k].r == v[i].r &&
+	       v[i + k].idx >> UPG_CHUNK_SHIFT == c)
+		k++;
+	return k;
+}
+
+/* ------------------------------------------------------------------ */
 /* Passes                                                              */
 /* ------------------------------------------------------------------ */
 
@@ -479,7 +666,11 @@ static size_t evict_batch(struct upg *u)
 		pthread_rwlock_unlock(&u->regions_lock);
 		return 0;
 	}
-	evicted = u->caps.move ? evict_move(u, v, n) : evict_copy(u, v, n);
+	evicted = 0;
+	for (size_t i = 0, k; i < n; i += k) {
+		k = chunk_group(v, i, n);
+		evicted += evict_chunk(u, v + i, k);
+	}
 	pthread_rwlock_unlock(&u->regions_lock);
 	upg_uncharge(u, (long)evicted);
 	upg_stat_add(upg_evictor_stats(u), UPG_STAT_evict_pages, evicted);
@@ -574,6 +765,21 @@ static void *evictor_main(void *arg)
 	return NULL;
 }
 
+/* A 2 MiB-aligned chunk of address space between PROT_NONE guards. */
+static int chunk_staging_init(struct upg *u)
+{
+	char *area = mmap(NULL, 3 * CHUNK_BYTES, PROT_NONE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	if (area == MAP_FAILED)
+		return upg_seterr(-ENOMEM, "cannot map chunk staging area");
+	u->chunk_area = area;
+	u->chunk_staging = (char *)(((uintptr_t)area + 2 * CHUNK_BYTES - 1) &
+				    ~(uintptr_t)(CHUNK_BYTES - 1));
+	u->remap = u->p.use_remap && remap_works(u->chunk_staging);
+	return 0;
+}
+
 int upg_evict_start(struct upg *u)
 {
 	size_t len = (size_t)(UPG_EVICT_BATCH + 2) << UPG_PAGE_SHIFT;
@@ -592,6 +798,9 @@ int upg_evict_start(struct upg *u)
 		if (err)
 			return err;
 	}
+	err = chunk_staging_init(u);
+	if (err)
+		return err;
 	err = -pthread_create(&u->evictor, NULL, evictor_main, u);
 	if (err)
 		return upg_seterr(err, "cannot start evictor: %s",

@@ -21,7 +21,10 @@
  * progress in UFFDIO_MOVE mode) frees room.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
@@ -32,6 +35,12 @@
 
 #define MSG_BATCH 16
 #define BUDGET_WAIT_NS 1000000ULL
+#define PARK_WINDOW 1024    /* faults between two looks at our share */
+#define PARK_SHARE 32	    /* park below 1/32 of the faults */
+#define PARK_NS 50000000ULL /* then look again after 50 ms */
+#define SAMPLE_EVERY 256    /* faults between two faulter-CPU samples */
+
+static void sample_faulter(struct upg_handler *h, uint32_t tid);
 
 /* One locked run of pages starting at the faulting one. */
 struct run {
@@ -496,6 +505,8 @@ static void on_fault(struct upg_handler *h, const struct uffd_msg *m)
 	struct run run;
 	size_t idx;
 
+	atomic_fetch_add_explicit(&h->served, 1, memory_order_relaxed);
+	sample_faulter(h, m->arg.pagefault.feat.ptid);
 	if (!r)
 		return stray_fault(h, addr);
 	idx = (size_t)(addr - r->start) >> UPG_PAGE_SHIFT;
@@ -621,6 +632,117 @@ static void dispatch(struct upg_handler *h, const struct uffd_msg *m)
 }
 
 /* ------------------------------------------------------------------ */
+/* Parking idle handlers                                               */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Every fault wakes every handler blocked in read() on the userfaultfd (its
+ * wait queue is not exclusive); the handler on the faulter's CPU wins and
+ * the others go back to sleep inside the kernel, having preempted whatever
+ * ran on their CPU (the evictor, another program thread) for nothing. A
+ * handler that serves almost no faults therefore parks: it waits on a
+ * condition variable instead of reading, for 50 ms at a time. Active
+ * handlers sample the CPU of faulting threads and wake the parked handler
+ * of that CPU at once. At least one handler always reads.
+ */
+
+static uint64_t total_served(struct upg *u)
+{
+	uint64_t t = 0;
+
+	for (unsigned i = 0; i < u->nhandlers; i++)
+		t += atomic_load_explicit(&u->handlers[i].served,
+					  memory_order_relaxed);
+	return t;
+}
+
+static void park(struct upg_handler *h)
+{
+	struct upg *u = h->u;
+	struct timespec ts;
+	uint64_t ns;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ns = (uint64_t)ts.tv_nsec + PARK_NS;
+	ts.tv_sec += (time_t)(ns / 1000000000ULL);
+	ts.tv_nsec = (long)(ns % 1000000000ULL);
+	pthread_mutex_lock(&u->park_lock);
+	atomic_store(&h->parked, true);
+	while (atomic_load(&h->parked) && !atomic_load(&u->stopping))
+		if (pthread_cond_timedwait(&u->park_cond, &u->park_lock, &ts))
+			break;
+	atomic_store(&h->parked, false);
+	atomic_fetch_add(&u->active_handlers, 1);
+	pthread_mutex_unlock(&u->park_lock);
+	h->seen_total = total_served(u);
+	h->seen_served = atomic_load(&h->served);
+}
+
+/* After handling messages: park if our share of faults is tiny. */
+static void maybe_park(struct upg_handler *h)
+{
+	struct upg *u = h->u;
+	uint64_t total = total_served(u), dt = total - h->seen_total;
+	uint64_t mine = atomic_load(&h->served) - h->seen_served;
+	unsigned active = atomic_load(&u->active_handlers);
+
+	if (dt < PARK_WINDOW)
+		return;
+	h->seen_total = total;
+	h->seen_served += mine;
+	if (mine * PARK_SHARE >= dt || active < 2 ||
+	    !atomic_compare_exchange_strong(&u->active_handlers, &active,
+					    active - 1))
+		return;
+	park(h);
+}
+
+/* The CPU a thread of ours last ran on, from /proc; -1 if unknown. */
+static int thread_cpu(uint32_t tid)
+{
+	char path[64], buf[512], *p;
+	ssize_t n;
+	int fd, field = 2;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%u/stat", tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	p = strrchr(buf, ')'); /* the command name may hold anything */
+	while (p && *p && field < 39)
+		if (*p++ == ' ')
+			field++;
+	return p && *p ? atoi(p) : -1;
+}
+
+/* Now and then: is the faulting thread on a parked handler's CPU? */
+static void sample_faulter(struct upg_handler *h, uint32_t tid)
+{
+	struct upg *u = h->u;
+	int cpu;
+
+	if (atomic_load_explicit(&h->served, memory_order_relaxed) %
+		    SAMPLE_EVERY ||
+	    !tid || atomic_load(&u->active_handlers) == u->nhandlers)
+		return;
+	cpu = thread_cpu(tid);
+	for (unsigned i = 0; i < u->nhandlers && cpu >= 0; i++) {
+		if (u->handlers[i].cpu != cpu ||
+		    !atomic_load(&u->handlers[i].parked))
+			continue;
+		pthread_mutex_lock(&u->park_lock);
+		atomic_store(&u->handlers[i].parked, false);
+		pthread_cond_broadcast(&u->park_cond);
+		pthread_mutex_unlock(&u->park_lock);
+	}
+}
+
+/* ------------------------------------------------------------------ */
 /* Threads                                                             */
 /* ------------------------------------------------------------------ */
 
@@ -678,6 +800,7 @@ static void *handler_main(void *arg)
 		for (ssize_t i = 0; i < n / (ssize_t)sizeof(*m); i++)
 			dispatch(h, &m[i]);
 		pthread_rwlock_unlock(&h->u->regions_lock);
+		maybe_park(h);
 	}
 	return NULL;
 }
@@ -713,6 +836,7 @@ int upg_fault_start(struct upg *u)
 	unsigned ncpu = allowed_cpus(cpus, ARRAY_SIZE(cpus));
 	int err;
 
+	atomic_store(&u->active_handlers, u->nhandlers);
 	for (unsigned i = 0; i < u->nhandlers; i++) {
 		struct upg_handler *h = &u->handlers[i];
 
@@ -732,6 +856,9 @@ int upg_fault_start(struct upg *u)
 void upg_fault_stop(struct upg *u)
 {
 	atomic_store(&u->stopping, true);
+	pthread_mutex_lock(&u->park_lock);
+	pthread_cond_broadcast(&u->park_cond);
+	pthread_mutex_unlock(&u->park_lock);
 	for (unsigned i = 0; i < u->nhandlers; i++) {
 		struct upg_handler *h = &u->handlers[i];
 

@@ -43,6 +43,8 @@
 	  "fault-around pages, power of two 1-256")			\
 	X(MOVE, use_move, bool, "on",					\
 	  "evict with UFFDIO_MOVE if the kernel has it")		\
+	X(REMAP, use_remap, bool, "on",					\
+	  "evict scattered pages by moving page tables (mremap)")	\
 	X(WP_ASYNC, use_wp_async, bool, "on",				\
 	  "track clean pages with async write-protect")			\
 	X(REMOVE_EVENTS, use_remove, bool, "on",			\

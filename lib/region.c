@@ -45,6 +45,26 @@ static size_t chunk_bytes(const struct upg_region *r)
 	return r->nchunks * sizeof(uint32_t);
 }
 
+/*
+ * Managed memory aligned to a chunk (2 MiB), so that each chunk is one
+ * page table: eviction moves a chunk's page table with one TLB flush.
+ */
+static void *map_aligned(size_t len)
+{
+	size_t slop = UPG_CHUNK_PAGES << UPG_PAGE_SHIFT;
+	char *raw = mmap(NULL, len + slop, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	char *mem;
+
+	if (raw == MAP_FAILED)
+		return MAP_FAILED;
+	mem = (char *)(((uintptr_t)raw + slop - 1) & ~(uintptr_t)(slop - 1));
+	if (mem > raw)
+		munmap(raw, (size_t)(mem - raw));
+	munmap(mem + len, (size_t)(raw + slop - mem));
+	return mem;
+}
+
 int upg_region_create(size_t len, struct upg_region **out)
 {
 	struct upg_region *r;
@@ -62,8 +82,7 @@ int upg_region_create(size_t len, struct upg_region **out)
 	r->pte = upg_map(table_bytes(r));
 	r->chunk_res = upg_map(chunk_bytes(r));
 	r->chunk_used = upg_map(chunk_bytes(r));
-	mem = mmap(NULL, len, PROT_READ | PROT_WRITE,
-		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	mem = map_aligned(len);
 	if (mem == MAP_FAILED || !r->pte || !r->chunk_res || !r->chunk_used) {
 		if (mem != MAP_FAILED)
 			munmap(mem, len);

@@ -347,8 +347,8 @@ static void live_remove(struct upg *u)
 
 static void describe_features(struct upg *u)
 {
-	snprintf(u->features, sizeof(u->features), "%s%s%s%s handlers=%u",
-		 u->caps.move ? "move" : "copy-evict",
+	snprintf(u->features, sizeof(u->features), "%s%s%s%s%s handlers=%u",
+		 u->caps.move ? "move" : "copy-evict", u->remap ? " remap" : "",
 		 u->caps.wp_async ? " wp_async" : " all-dirty",
 		 u->caps.remove ? " remove" : "", u->caps.wp ? " wp" : "",
 		 u->nhandlers);
@@ -419,6 +419,8 @@ static int init_sync(struct upg *u)
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	if (pthread_rwlock_init(&u->regions_lock, NULL) ||
+	    pthread_mutex_init(&u->park_lock, NULL) ||
+	    pthread_cond_init(&u->park_cond, &ca) ||
 	    pthread_mutex_init(&u->ev_lock, NULL) ||
 	    pthread_cond_init(&u->ev_wake, &ca) ||
 	    pthread_cond_init(&u->ev_done, &ca))

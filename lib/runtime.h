@@ -36,6 +36,10 @@ struct upg_handler {
 	pthread_t thread;
 	bool started;
 	int cpu;
+	_Atomic uint64_t served; /* fault messages handled */
+	_Atomic bool parked;	 /* sleeping, not reading: see fault.c */
+	uint64_t seen_total;	 /* all handlers' faults at the last check */
+	uint64_t seen_served;	 /* ours at the last check */
 	struct upg_stat_shard *stats;
 	char *buf;  /* cluster pages: decompression target */
 	char *zero; /* cluster pages of zeros, never written */
@@ -73,7 +77,10 @@ struct upg {
 	_Atomic unsigned ev_waiters;	 /* threads in upg_evict_wait() */
 	size_t hand_region;		 /* clock hand, evictor-private */
 	size_t hand_idx;
-	char *staging; /* UPG_EVICT_BATCH pages, registered WP-only */
+	char *staging;	     /* UPG_EVICT_BATCH pages, registered WP-only */
+	char *chunk_area;    /* 3 chunks of address space, for: */
+	char *chunk_staging; /* one 2 MiB-aligned chunk, for mremap */
+	bool remap;	     /* evict scattered pages with mremap */
 	/*
 	 * Copy fallback: ranges the evictor zapped itself whose REMOVE event
 	 * no handler has consumed yet. madvise() returns once its event is
@@ -87,6 +94,9 @@ struct upg {
 
 	unsigned nhandlers;
 	struct upg_handler *handlers;
+	_Atomic unsigned active_handlers;
+	pthread_mutex_t park_lock;
+	pthread_cond_t park_cond;
 	struct upg_stat_shard *shards; /* handlers, then evictor, then API */
 	unsigned nshards;
 

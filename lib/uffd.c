@@ -243,7 +243,11 @@ int upg_uffd_scan_written(int pagemap_fd, void *start, size_t len,
 		.end = (uintptr_t)start + len,
 		.vec = (uintptr_t)vec,
 		.vec_len = nvec,
-		.category_mask = PAGE_IS_WRITTEN,
+		/*
+		 * PRESENT too: matching empty entries would be protected
+		 * with uffd-wp markers, which UFFDIO_ZEROPAGE refuses.
+		 */
+		.category_mask = PAGE_IS_WRITTEN | PAGE_IS_PRESENT,
 		.return_mask = PAGE_IS_WRITTEN,
 	};
 	int n = ioctl(pagemap_fd, PAGEMAP_SCAN, &a);

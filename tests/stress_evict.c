@@ -25,6 +25,13 @@ Test(stress, stores_racing_move_eviction)
 	race(NULL);
 }
 
+Test(stress, stores_racing_single_page_moves)
+{
+	static const char *const opts[] = { "REMAP=0", NULL };
+
+	race(opts);
+}
+
 Test(stress, stores_racing_copy_eviction)
 {
 	static const char *const opts[] = { "MOVE=0", NULL };

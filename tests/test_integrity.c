@@ -100,7 +100,7 @@ TestSuite(integrity, .timeout = 240);
 
 Test(integrity, one_thread_random_4x)
 {
-	run_rmw(NULL, 1, false, "move");
+	run_rmw(NULL, 1, false, "move remap");
 }
 
 Test(integrity, two_threads_random_4x)
@@ -131,7 +131,14 @@ Test(integrity, no_remove_events)
 {
 	static const char *const opts[] = { "REMOVE_EVENTS=0", NULL };
 
-	run_rmw(opts, 2, false, "move wp_async wp");
+	run_rmw(opts, 2, false, "wp_async wp ");
+}
+
+Test(integrity, single_page_moves_without_remap)
+{
+	static const char *const opts[] = { "REMAP=0", NULL };
+
+	run_rmw(opts, 2, false, "move wp_async");
 }
 
 Test(integrity, one_handler_no_fault_around)
@@ -161,6 +168,13 @@ static void short_race(const char *const *opts)
 Test(integrity, stores_racing_eviction)
 {
 	short_race(NULL);
+}
+
+Test(integrity, stores_racing_single_page_moves)
+{
+	static const char *const opts[] = { "REMAP=0", NULL };
+
+	short_race(opts);
 }
 
 Test(integrity, stores_racing_copy_eviction)

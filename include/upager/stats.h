@@ -26,6 +26,10 @@
 	X(evict_batches,	"eviction batches")			\
 	X(evict_move,		"pages evicted with UFFDIO_MOVE")	\
 	X(evict_copy,		"pages evicted with write-protect and copy") \
+	X(evict_remap,		"pages evicted by moving page tables (mremap)") \
+	X(evict_remap_chunks,	"2 MiB chunks moved out with mremap")	\
+	X(evict_remap_kept,	"resident pages copied back after a chunk move") \
+	X(evict_remap_abort,	"chunk moves abandoned (a page was busy)") \
 	X(evict_move_busy,	"UFFDIO_MOVE refused (EBUSY), copied instead") \
 	X(evict_clean_drop,	"clean pages dropped without recompression") \
 	X(evict_clean_raced,	"pages believed clean but written during eviction") \
