@@ -314,29 +314,27 @@ static size_t run_length(const struct victim *v, size_t i, size_t n)
 	return k;
 }
 
-/* Move victims [i, i+k) to staging slots [i, i+k); flags what moved. */
+/*
+ * Move victims [i, i+k) to staging slots [i, i+k), one page per ioctl:
+ * multi-page UFFDIO_MOVE (batched TLB flush, Linux 6.18) lost stores in
+ * our race tests, single pages have not (see tests/stress_evict.c).
+ */
 static void move_run(struct upg *u, struct victim *v, size_t i, size_t k)
 {
-	size_t done = 0;
-	int again = 0;
+	for (size_t j = 0; j < k; j++) {
+		char *src = region_addr(v[i + j].r, v[i + j].idx);
+		char *dst = u->staging + ((i + j) << UPG_PAGE_SHIFT);
+		long ret;
+		int again = 0;
 
-	while (done < k) {
-		char *src = region_addr(v[i].r, v[i].idx + done);
-		char *dst = u->staging + ((i + done) << UPG_PAGE_SHIFT);
-		long ret = upg_uffd_move(u->uffd, dst, src,
-					 (k - done) << UPG_PAGE_SHIFT);
-		size_t moved = ret > 0 ? (size_t)ret >> UPG_PAGE_SHIFT : 0;
-
-		for (size_t j = 0; j < moved; j++)
-			v[i + done + j].moved = true;
-		done += moved;
+		do
+			ret = upg_uffd_move(u->uffd, dst, src, UPG_PAGE_SIZE);
+		while (ret == -EAGAIN && ++again < 4);
 		if (ret > 0)
-			continue;
-		if (ret == -EAGAIN && ++again < 4)
-			continue;
-		/* EBUSY: shared with a child or pinned. Skip that page. */
-		upg_stat_inc(upg_evictor_stats(u), UPG_STAT_evict_move_busy);
-		done++;
+			v[i + j].moved = true;
+		else /* EBUSY: shared with a child or pinned */
+			upg_stat_inc(upg_evictor_stats(u),
+				     UPG_STAT_evict_move_busy);
 	}
 }
 
@@ -616,22 +614,12 @@ abort:
 	return -1;
 }
 
-/* Number of contiguous runs among victims [0, n). */
-static size_t count_runs(const struct victim *v, size_t n)
-{
-	size_t runs = 0;
-
-	for (size_t i = 0; i < n; i += run_length(v, i, n))
-		runs++;
-	return runs;
-}
-
-/* Victims [0, n) in one chunk: a page-table move if they are scattered. */
+/* Victims [0, n) in one chunk: a page-table move, else page by page. */
 static size_t evict_chunk(struct upg *u, struct victim *v, size_t n)
 {
 	long ret = -1;
 
-	if (u->remap && count_runs(v, n) > 2)
+	if (u->remap)
 		ret = evict_remap(u, v, n);
 	if (ret >= 0)
 		return (size_t)ret;

@@ -459,8 +459,10 @@ Test(runtime, stats_printed_at_exit)
 		dup2(fds[1], 2);
 		setenv("UPG_STATS", "1", 1);
 		setenv("UPG_BUDGET", "4M", 1);
-		if (upg_create(NULL, &u))
-			_exit(upg_last_error()[0] ? 3 : 4);
+		if (upg_create(NULL, &u)) {
+			fprintf(stderr, "%s\n", upg_last_error());
+			_exit(3);
+		}
 		if (upg_reserve(u, 16 * MiB, (void **)&m))
 			_exit(5);
 		memset(m, 1, 16 * MiB);
