@@ -63,6 +63,8 @@
 #include <lz4.h>
 #include <upager.h>
 
+#include "wordtext.h"
+
 #define PAGE 4096UL
 #define MIB (1UL << 20)
 #define NO_TARGET (-1.0)
@@ -71,17 +73,17 @@
 
 struct cfg {
 	bool quick;
-	const char *phase;  /* NULL: all */
-	size_t lat_pages;   /* timed faults per latency series */
-	size_t ft_mib;	    /* first-touch size */
-	int ft_reps;	    /* first-touch repetitions (median reported) */
-	size_t thr_faults;  /* faults per thread in the threads phase */
-	size_t lz4_pages;   /* distinct pages in the LZ4 measurement */
-	size_t rounds;	    /* interleaving rounds (latency, threads) */
-	size_t phys;	    /* physical memory, bytes */
-	int ncpu;	    /* CPUs we may run on */
-	double clock_ns;    /* cost of one clock_gettime, median */
-	cpu_set_t allowed;  /* the process's CPUs at start */
+	const char *phase; /* NULL: all */
+	size_t lat_pages;  /* timed faults per latency series */
+	size_t ft_mib;	   /* first-touch size */
+	int ft_reps;	   /* first-touch repetitions (median reported) */
+	size_t thr_faults; /* faults per thread in the threads phase */
+	size_t lz4_pages;  /* distinct pages in the LZ4 measurement */
+	size_t rounds;	   /* interleaving rounds (latency, threads) */
+	size_t phys;	   /* physical memory, bytes */
+	int ncpu;	   /* CPUs we may run on */
+	double clock_ns;   /* cost of one clock_gettime, median */
+	cpu_set_t allowed; /* the process's CPUs at start */
 };
 
 static struct cfg cfg;
@@ -100,10 +102,7 @@ static uint64_t now_ns(void)
 
 static uint64_t rnd(uint64_t *s)
 {
-	*s ^= *s >> 12;
-	*s ^= *s << 25;
-	*s ^= *s >> 27;
-	return *s * 0x2545F4914F6CDD1DULL;
+	return wordtext_rand(s);
 }
 
 static void shuffle(uint32_t *a, size_t n, uint64_t seed)
@@ -416,8 +415,10 @@ static void jstats(struct jb *j, const struct upg_stats *a,
 						(double)b->pool_compressed_bytes
 				      : NAN);
 	/* The handler's own service time (fault read to install + wake). */
-	jnum(j, "handler_zero_p50_ns", hist_delta_p50(&a->lat_zero, &b->lat_zero));
-	jnum(j, "handler_pool_p50_ns", hist_delta_p50(&a->lat_pool, &b->lat_pool));
+	jnum(j, "handler_zero_p50_ns",
+	     hist_delta_p50(&a->lat_zero, &b->lat_zero));
+	jnum(j, "handler_pool_p50_ns",
+	     hist_delta_p50(&a->lat_pool, &b->lat_pool));
 	jraw(j, "}");
 }
 
@@ -429,40 +430,9 @@ static void jstats(struct jb *j, const struct upg_stats *a,
 
 static char templates[TEMPLATES][PAGE];
 
-/* Lines of words from a 64-word vocabulary with numbers mixed in. */
 static void gen_text(char *page, uint64_t seed)
 {
-	static const char *const w[64] = {
-		"the",	    "of",      "and",	  "to",	     "in",     "is",
-		"that",	    "for",     "it",	  "as",	     "was",    "with",
-		"be",	    "by",      "on",	  "not",     "he",     "this",
-		"are",	    "or",      "his",	  "from",    "at",     "which",
-		"but",	    "have",    "an",	  "had",     "they",   "you",
-		"were",	    "their",   "one",	  "all",     "we",     "can",
-		"her",	    "has",     "there",	  "been",    "if",     "more",
-		"when",	    "will",    "would",	  "who",     "so",     "no",
-		"memory",   "page",    "kernel",  "process", "thread", "fault",
-		"compress", "storage", "request", "server",  "client", "value",
-		"key",	    "index",   "record",  "time",
-	};
-	uint64_t s = seed * 2654435761ULL + 1;
-	size_t off = 0;
-
-	while (off < PAGE) {
-		char word[32];
-		uint64_t r = rnd(&s);
-		int n;
-
-		if (r % 11 == 0)
-			n = snprintf(word, sizeof(word), "%u ",
-				     (unsigned)(r >> 40) % 100000);
-		else
-			n = snprintf(word, sizeof(word), "%s%c", w[r % 64],
-				     (r >> 32) % 13 ? ' ' : '\n');
-		n = (int)MIN_SZ((size_t)n, PAGE - off);
-		memcpy(page + off, word, (size_t)n);
-		off += (size_t)n;
-	}
+	wordtext_fill(page, PAGE, seed);
 }
 
 static void text_init(void)
@@ -484,7 +454,8 @@ static void page_text(char *dst, uint64_t i)
 
 	memcpy(dst, t + rot, PAGE - rot);
 	memcpy(dst + PAGE - rot, t, rot);
-	n = snprintf(stamp, sizeof(stamp), "page %llu\n", (unsigned long long)i);
+	n = snprintf(stamp, sizeof(stamp), "page %llu\n",
+		     (unsigned long long)i);
 	memcpy(dst, stamp, (size_t)n);
 }
 
@@ -621,14 +592,16 @@ struct bare {
 static void bare_resolve(struct bare *b, uint64_t addr)
 {
 	struct uffdio_zeropage z = { .range = { addr, PAGE } };
-	struct uffdio_copy c = { .dst = addr, .src = (uintptr_t)b->src,
+	struct uffdio_copy c = { .dst = addr,
+				 .src = (uintptr_t)b->src,
 				 .len = PAGE };
 	struct uffdio_range w = { addr, PAGE };
 	int ret;
 
 	do {
-		ret = b->mode == BARE_ZEROPAGE ? ioctl(b->uffd, UFFDIO_ZEROPAGE, &z)
-					       : ioctl(b->uffd, UFFDIO_COPY, &c);
+		ret = b->mode == BARE_ZEROPAGE
+			      ? ioctl(b->uffd, UFFDIO_ZEROPAGE, &z)
+			      : ioctl(b->uffd, UFFDIO_COPY, &c);
 	} while (ret < 0 && errno == EAGAIN);
 	if (ret < 0) /* EEXIST: resolved by someone else; wake anyway */
 		ioctl(b->uffd, UFFDIO_WAKE, &w);
@@ -651,8 +624,8 @@ static void *bare_main(void *arg)
 		}
 		if (m.event != UFFD_EVENT_PAGEFAULT)
 			continue;
-		bare_resolve(h->b, m.arg.pagefault.address &
-					   ~(uint64_t)(PAGE - 1));
+		bare_resolve(h->b,
+			     m.arg.pagefault.address & ~(uint64_t)(PAGE - 1));
 		__atomic_store_n(&h->served, h->served + 1, __ATOMIC_RELAXED);
 	}
 	return NULL;
@@ -727,8 +700,7 @@ static size_t clamp_budget(size_t want)
 }
 
 /* Must be called from an unpinned thread (handlers: one per CPU). */
-static struct upg *rt_create(const char *phase, unsigned cluster,
-			     size_t budget)
+static struct upg *rt_create(const char *phase, unsigned cluster, size_t budget)
 {
 	struct upg_params p;
 	struct upg *u;
@@ -832,8 +804,8 @@ struct series {
 	const uint32_t *order;
 	size_t n, done;
 	bool write;
-	struct upg *u;	  /* stats source, or NULL */
-	struct bare *bare; /* the floor's handlers, or NULL */
+	struct upg *u;	    /* stats source, or NULL */
+	struct bare *bare;  /* the floor's handlers, or NULL */
 	struct lz4set *lz4; /* an LZ4 series instead of touches */
 	struct upg_stats acc;
 	uint64_t *lat;
@@ -844,17 +816,25 @@ static void series_init(struct series *s, const char *impl, const char *kind,
 			const char *op, char *base, const uint32_t *order,
 			size_t n, struct upg *u)
 {
-	*s = (struct series){ .impl = impl, .kind = kind, .op = op,
-			      .base = base, .order = order, .n = n,
-			      .write = strcmp(op, "write") == 0, .u = u };
+	*s = (struct series){ .impl = impl,
+			      .kind = kind,
+			      .op = op,
+			      .base = base,
+			      .order = order,
+			      .n = n,
+			      .write = strcmp(op, "write") == 0,
+			      .u = u };
 	s->lat = xmalloc(n * sizeof(*s->lat));
 }
 
 /* Time the next share of @s on CPU 0, @left rounds (this one too) left. */
 static void series_chunk(struct series *s, size_t left)
 {
-	struct job jb = { .base = s->base, .order = s->order + s->done,
-			  .write = s->write, .cpu = 0, .lz4 = s->lz4,
+	struct job jb = { .base = s->base,
+			  .order = s->order + s->done,
+			  .write = s->write,
+			  .cpu = 0,
+			  .lz4 = s->lz4,
 			  .lat = s->lat + s->done };
 	struct upg_stats a, b;
 
@@ -915,7 +895,8 @@ static void lz4set_build(struct lz4set *z, size_t k)
 	for (size_t i = 0; i < k; i++) {
 		page_text(src, i * 31 + 5);
 		z->off[i] = off;
-		z->len[i] = LZ4_compress_default(src, z->c + off, (int)PAGE, cap);
+		z->len[i] =
+			LZ4_compress_default(src, z->c + off, (int)PAGE, cap);
 		off += (size_t)z->len[i];
 	}
 	z->ratio = (double)(k * PAGE) / (double)off;
@@ -970,8 +951,21 @@ static double lz4_warm(struct lz4set *z)
 #define SMALL_BUDGET (8 * MIB)
 
 enum {
-	S_KERN_R, S_KERN_W, S_FZERO_R, S_FCOPY_R, S_FCOPY_W,
-	S_FZERO2_R, S_FCOPY2_R, S_FCOPY2_W, S_LZ4, S_ZERO_R, S_ZERO_W, S_POOL_R, S_POOL_W, S_PRESSURE, NSERIES
+	S_KERN_R,
+	S_KERN_W,
+	S_FZERO_R,
+	S_FCOPY_R,
+	S_FCOPY_W,
+	S_FZERO2_R,
+	S_FCOPY2_R,
+	S_FCOPY2_W,
+	S_LZ4,
+	S_ZERO_R,
+	S_ZERO_W,
+	S_POOL_R,
+	S_POOL_W,
+	S_PRESSURE,
+	NSERIES
 };
 
 /* Everything the latency phase keeps alive while its series interleave. */
@@ -1028,14 +1022,16 @@ static void lat_setup(struct lat_env *e)
 	m = MIN_SZ(n, nev / 2);
 	if (m < n)
 		fprintf(stderr, "bench_fault: only %zu evicted pages\n", nev);
-	series_init(&s[S_KERN_R], "kernel", "zero", "read", e->kern, e->rd, n, NULL);
-	series_init(&s[S_KERN_W], "kernel", "zero", "write", e->kern, e->wr, n, NULL);
+	series_init(&s[S_KERN_R], "kernel", "zero", "read", e->kern, e->rd, n,
+		    NULL);
+	series_init(&s[S_KERN_W], "kernel", "zero", "write", e->kern, e->wr, n,
+		    NULL);
 	series_init(&s[S_FZERO_R], "floor_zeropage", "zero", "read",
 		    e->bz->region, e->rd, n, NULL);
-	series_init(&s[S_FCOPY_R], "floor_copy", "copy", "read",
-		    e->bc->region, e->rd, n, NULL);
-	series_init(&s[S_FCOPY_W], "floor_copy", "copy", "write",
-		    e->bc->region, e->wr, n, NULL);
+	series_init(&s[S_FCOPY_R], "floor_copy", "copy", "read", e->bc->region,
+		    e->rd, n, NULL);
+	series_init(&s[S_FCOPY_W], "floor_copy", "copy", "write", e->bc->region,
+		    e->wr, n, NULL);
 	series_init(&s[S_FZERO2_R], "floor_zeropage_per_cpu", "zero", "read",
 		    e->bz2->region, e->rd, n, NULL);
 	series_init(&s[S_FCOPY2_R], "floor_copy_per_cpu", "copy", "read",
@@ -1045,12 +1041,12 @@ static void lat_setup(struct lat_env *e)
 	series_init(&s[S_LZ4], "lz4", "pool", "decompress", NULL, e->rd, n,
 		    NULL);
 	s[S_LZ4].lz4 = &e->z;
-	series_init(&s[S_ZERO_R], "upager", "zero", "read", e->zbase, e->rd,
-		    n, e->uz);
-	series_init(&s[S_ZERO_W], "upager", "zero", "write", e->zbase, e->wr,
-		    n, e->uz);
-	series_init(&s[S_POOL_R], "upager", "pool", "read", e->pbase, e->ev,
-		    m, e->up);
+	series_init(&s[S_ZERO_R], "upager", "zero", "read", e->zbase, e->rd, n,
+		    e->uz);
+	series_init(&s[S_ZERO_W], "upager", "zero", "write", e->zbase, e->wr, n,
+		    e->uz);
+	series_init(&s[S_POOL_R], "upager", "pool", "read", e->pbase, e->ev, m,
+		    e->up);
 	series_init(&s[S_POOL_W], "upager", "pool", "write", e->pbase,
 		    e->ev + m, m, e->up);
 	s[S_FZERO_R].bare = e->bz;
@@ -1098,11 +1094,11 @@ static void lat_ratios(const struct lat_env *e)
 	const struct series *s = e->s;
 
 	jratio("latency", "zero_read_p50_vs_floor", s[S_ZERO_R].s.p50,
-	       s[S_FZERO_R].s.p50, 1.5, "<=",
-	       "upager zero-fill read / bare ZEROPAGE floor, p50");
+	       s[S_FZERO_R].s.p50, 1.5,
+	       "<=", "upager zero-fill read / bare ZEROPAGE floor, p50");
 	jratio("latency", "zero_write_p50_vs_floor", s[S_ZERO_W].s.p50,
-	       s[S_FCOPY_W].s.p50, 1.5, "<=",
-	       "upager zero-fill write / bare COPY floor (write), p50");
+	       s[S_FCOPY_W].s.p50, 1.5,
+	       "<=", "upager zero-fill write / bare COPY floor (write), p50");
 	jratio("latency", "pool_read_p50_vs_floor_lz4", s[S_POOL_R].s.p50,
 	       s[S_FCOPY_R].s.p50 + e->lz4, 1.5, "<=",
 	       "upager pool-hit read / (bare COPY floor + LZ4 decompress p50)");
@@ -1169,8 +1165,9 @@ static void phase_latency(void)
 /* Sequential one-byte writes to every page of @base on CPU 0; ns. */
 static uint64_t seq_touch(char *base, size_t len)
 {
-	struct job jb = { .base = base, .n = len / PAGE, .write = true,
-			  .cpu = 0 };
+	struct job jb = {
+		.base = base, .n = len / PAGE, .write = true, .cpu = 0
+	};
 
 	return run_jobs(&jb, 1);
 }
@@ -1235,7 +1232,7 @@ static double jft(const char *impl, struct upg *u, unsigned cluster,
 		jnum(&j, "pages_per_fault",
 		     f ? (double)(b->fault_zero - a->fault_zero +
 				  b->fault_around_zero - a->fault_around_zero) /
-				 (double)f
+				     (double)f
 		       : NAN);
 		jstats(&j, a, b);
 	}
@@ -1266,10 +1263,10 @@ static void phase_firsttouch(void)
 	mk = jft("kernel", NULL, 0, k, reps, NULL, NULL);
 	m16 = jft("upager", u16, 16, a, reps, &a0, &a1);
 	m64 = jft("upager", u64, 64, b, reps, &b0, &b1);
-	jratio("firsttouch", "firsttouch_c16_vs_kernel", m16, mk, 0.5, ">=",
-	       "upager (cluster 16) MB/s / kernel MB/s");
-	jratio("firsttouch", "firsttouch_c64_vs_kernel", m64, mk, 0.5, ">=",
-	       "upager (cluster 64) MB/s / kernel MB/s");
+	jratio("firsttouch", "firsttouch_c16_vs_kernel", m16, mk, 0.5,
+	       ">=", "upager (cluster 16) MB/s / kernel MB/s");
+	jratio("firsttouch", "firsttouch_c64_vs_kernel", m64, mk, 0.5,
+	       ">=", "upager (cluster 64) MB/s / kernel MB/s");
 	upg_destroy(u16);
 	upg_destroy(u64);
 }
@@ -1324,7 +1321,9 @@ static uint64_t spin_run(int t, uint64_t iters)
 
 	pthread_barrier_init(&bar, NULL, (unsigned)t + 1);
 	for (int i = 0; i < t; i++) {
-		a[i] = (struct spin_arg){ .cpu = i, .iters = iters, .bar = &bar };
+		a[i] = (struct spin_arg){ .cpu = i,
+					  .iters = iters,
+					  .bar = &bar };
 		pthread_create(&th[i], NULL, spin_main, &a[i]);
 	}
 	pthread_barrier_wait(&bar);
@@ -1351,8 +1350,10 @@ static void tseries_chunk(struct tseries *s, int t, size_t per)
 			jobs[i] = (struct job){
 				.base = s->base,
 				.order = s->order + s->next + (size_t)i * per,
-				.n = per, .write = strcmp(s->op, "write") == 0,
-				.cpu = i };
+				.n = per,
+				.write = strcmp(s->op, "write") == 0,
+				.cpu = i
+			};
 		if (s->u)
 			stats_read(s->u, &a);
 		ns = run_jobs(jobs, t);
@@ -1406,8 +1407,7 @@ static void thr_ratio(const struct tseries *s, double target)
 
 	snprintf(name, sizeof(name), "threads_%s_2t_vs_1t", s->impl);
 	jratio("threads", name, s->work[2] / s->ns[2] * 1e9,
-	       s->work[1] / s->ns[1] * 1e9,
-	       target, ">=",
+	       s->work[1] / s->ns[1] * 1e9, target, ">=",
 	       s->base ? "faults/s with 2 threads / with 1 thread"
 		       : "pure computation, 2 threads / 1: the machine's "
 			 "ceiling for every 2-thread ratio right now");
@@ -1438,8 +1438,10 @@ static void thr_pool_setup(struct thr_env *e)
 		jerror("threads", "too few evicted pages", "upager_pool");
 		exit(2);
 	}
-	e->s[T_POOL] = (struct tseries){ .impl = "upager_pool", .op = "read",
-					 .base = base, .order = e->ev,
+	e->s[T_POOL] = (struct tseries){ .impl = "upager_pool",
+					 .op = "read",
+					 .base = base,
+					 .order = e->ev,
 					 .u = e->up };
 }
 
@@ -1456,15 +1458,23 @@ static void thr_setup(struct thr_env *e)
 	e->bc = bare_start(BARE_COPY, len, max_threads());
 	e->uz = rt_create("threads", 1, 2 * len + 64 * MIB);
 	e->s[T_SPIN] = (struct tseries){ .impl = "cpu_spin", .op = "lcg" };
-	e->s[T_KERN] = (struct tseries){ .impl = "kernel", .op = "write",
-					 .base = kern, .order = e->order };
+	e->s[T_KERN] = (struct tseries){
+		.impl = "kernel", .op = "write", .base = kern, .order = e->order
+	};
 	e->s[T_FLOOR] = (struct tseries){
-		.impl = "floor_copy", .op = "write", .base = e->bc->region,
-		.order = e->order, .bare = e->bc,
-		.handler = "one per CPU, pinned, blocking read()" };
-	e->s[T_ZERO] = (struct tseries){
-		.impl = "upager_zero", .op = "write", .order = e->order,
-		.base = rt_reserve(e->uz, "threads", len), .u = e->uz };
+		.impl = "floor_copy",
+		.op = "write",
+		.base = e->bc->region,
+		.order = e->order,
+		.bare = e->bc,
+		.handler = "one per CPU, pinned, blocking read()"
+	};
+	e->s[T_ZERO] =
+		(struct tseries){ .impl = "upager_zero",
+				  .op = "write",
+				  .order = e->order,
+				  .base = rt_reserve(e->uz, "threads", len),
+				  .u = e->uz };
 	thr_pool_setup(e);
 }
 
@@ -1502,9 +1512,8 @@ static void phase_threads(void)
 			jthr(&e.s[i], t);
 	if (max_threads() >= 2)
 		for (int i = 0; i < NTSERIES; i++)
-			thr_ratio(&e.s[i], i == T_ZERO || i == T_POOL
-						   ? 1.7
-						   : NO_TARGET);
+			thr_ratio(&e.s[i],
+				  i == T_ZERO || i == T_POOL ? 1.7 : NO_TARGET);
 	thr_teardown(&e);
 }
 
@@ -1559,15 +1568,33 @@ static void parse_args(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "qp:n:m:f:r:R:h", opts, NULL)) !=
 	       -1) {
 		switch (c) {
-		case 'q': cfg.quick = true; break;
-		case 'p': cfg.phase = optarg; break;
-		case 'n': pages = parse_num(optarg); break;
-		case 'm': mib = parse_num(optarg); break;
-		case 'f': faults = parse_num(optarg); break;
-		case 'r': reps = parse_num(optarg); break;
-		case 'R': rounds = parse_num(optarg); break;
-		case 'h': usage(stdout); exit(0);
-		default: usage(stderr); exit(1);
+		case 'q':
+			cfg.quick = true;
+			break;
+		case 'p':
+			cfg.phase = optarg;
+			break;
+		case 'n':
+			pages = parse_num(optarg);
+			break;
+		case 'm':
+			mib = parse_num(optarg);
+			break;
+		case 'f':
+			faults = parse_num(optarg);
+			break;
+		case 'r':
+			reps = parse_num(optarg);
+			break;
+		case 'R':
+			rounds = parse_num(optarg);
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			exit(1);
 		}
 	}
 	if (optind < argc) {
@@ -1610,7 +1637,8 @@ static double cpustat_share(const struct cpustat *a, const struct cpustat *b,
 	for (int i = 0; i < 8; i++)
 		total += (double)(b->v[i] - a->v[i]);
 	part = idx >= 0 ? (double)(b->v[idx] - a->v[idx])
-			: total - (double)(b->v[3] - a->v[3] + b->v[4] - a->v[4]);
+			: total - (double)(b->v[3] - a->v[3] + b->v[4] -
+					   a->v[4]);
 	return total > 0 ? part / total : NAN;
 }
 
@@ -1735,8 +1763,10 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 1;
 	}
-	cfg.phys = (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
-	cfg.ncpu = sched_getaffinity(0, sizeof(set), &set) ? 1 : CPU_COUNT(&set);
+	cfg.phys =
+		(size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
+	cfg.ncpu =
+		sched_getaffinity(0, sizeof(set), &set) ? 1 : CPU_COUNT(&set);
 	cfg.allowed = set;
 	if (!CPU_ISSET(0, &set) || (cfg.ncpu >= 2 && !CPU_ISSET(1, &set))) {
 		jerror("setup", "CPUs 0 and 1 must be allowed", "");

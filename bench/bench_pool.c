@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "wordtext.h"
 #include "common.h"
 #include "compress.h"
 #include "pool.h"
@@ -29,46 +30,12 @@ static const char *const data_names[] = { "text", "random", "zero" };
 
 static uint64_t rnd(uint64_t *s)
 {
-	*s ^= *s >> 12;
-	*s ^= *s << 25;
-	*s ^= *s >> 27;
-	return *s * 0x2545F4914F6CDD1DULL;
+	return wordtext_rand(s);
 }
 
-/* Lines of words from a 64-word vocabulary with numbers mixed in. */
 static void fill_text(char *page, uint64_t seed)
 {
-	static const char *const w[] = {
-		"the",	    "of",      "and",	  "to",	     "in",     "is",
-		"that",	    "for",     "it",	  "as",	     "was",    "with",
-		"be",	    "by",      "on",	  "not",     "he",     "this",
-		"are",	    "or",      "his",	  "from",    "at",     "which",
-		"but",	    "have",    "an",	  "had",     "they",   "you",
-		"were",	    "their",   "one",	  "all",     "we",     "can",
-		"her",	    "has",     "there",	  "been",    "if",     "more",
-		"when",	    "will",    "would",	  "who",     "so",     "no",
-		"memory",   "page",    "kernel",  "process", "thread", "fault",
-		"compress", "storage", "request", "server",  "client", "value",
-		"key",	    "index",   "record",  "time",
-	};
-	uint64_t s = seed * 2654435761ULL + 1;
-	size_t off = 0;
-
-	while (off < PAGE) {
-		char word[32];
-		uint64_t r = rnd(&s);
-		int n;
-
-		if (r % 11 == 0)
-			n = snprintf(word, sizeof(word), "%u ",
-				     (unsigned)(r >> 40) % 100000);
-		else
-			n = snprintf(word, sizeof(word), "%s%c", w[r % 64],
-				     (r >> 32) % 13 ? ' ' : '\n');
-		n = (int)MIN((size_t)n, PAGE - off);
-		memcpy(page + off, word, (size_t)n);
-		off += (size_t)n;
-	}
+	wordtext_fill(page, PAGE, seed);
 }
 
 static void fill(char *page, enum data d, uint64_t seed)
