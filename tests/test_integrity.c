@@ -170,6 +170,13 @@ Test(integrity, stores_racing_eviction)
 	short_race(NULL);
 }
 
+Test(integrity, stores_racing_single_page_moves)
+{
+	static const char *const opts[] = { "REMAP=0", NULL };
+
+	short_race(opts);
+}
+
 Test(integrity, stores_racing_copy_eviction)
 {
 	static const char *const opts[] = { "MOVE=0", NULL };
