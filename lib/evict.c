@@ -329,8 +329,9 @@ static bool landed(char *dst)
 
 /*
  * Move victims [i, i+k) to staging slots [i, i+k), one page per ioctl, so
- * that a page is either moved or not (see landed()); a multi-page move
- * that failed part-way lost pages in our stress runs.
+ * that a page is either moved or not (see landed()). Contiguous victims
+ * would share a TLB flush in one multi-page move, but such moves report
+ * failure for pages they moved; chunks leave by mremap instead.
  */
 static void move_run(struct upg *u, struct victim *v, size_t i, size_t k)
 {
@@ -367,8 +368,7 @@ static size_t evict_move(struct upg *u, struct victim *v, size_t n)
 {
 	size_t evicted = 0, moved = 0;
 
-	for (size_t i = 0; i < n; i += run_length(v, i, n))
-		move_run(u, v, i, run_length(v, i, n));
+	move_run(u, v, 0, n);
 	for (size_t i = 0; i < n; i++) {
 		char *page = u->staging + (i << UPG_PAGE_SHIFT);
 		int64_t e;
