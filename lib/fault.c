@@ -22,7 +22,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sched.h>
@@ -163,7 +162,7 @@ static size_t fault_window(struct upg *u, struct upg_region *r, size_t idx)
 }
 
 /* Extend a run (whose first page is locked) over pages in @state. */
-static void grow_run(struct run *run, size_t max, uint64_t state)
+static void grow_run(struct upg *u, struct run *run, size_t max, uint64_t state)
 {
 	upg_pte_t *pte = run->r->pte + run->idx;
 
@@ -175,8 +174,9 @@ static void grow_run(struct run *run, size_t max, uint64_t state)
 		    !pte_trylock(&pte[run->n], &v))
 			break;
 		if (pte_state(v) != state) {
-			atomic_store_explicit(&pte[run->n], v,
-					      memory_order_release);
+			/* Publish, not store: keeps a WAIT set meanwhile. */
+			upg_page_publish(u, run->r, run->idx + run->n,
+					 pte_state(v), v);
 			break;
 		}
 		run->old[run->n++] = v;
@@ -278,7 +278,7 @@ static void resolve_zero(struct upg_handler *h, struct run *run, bool write)
 	long got, ret;
 	size_t k;
 
-	grow_run(run, fault_window(u, run->r, run->idx), PTE_UNTOUCHED);
+	grow_run(u, run, fault_window(u, run->r, run->idx), PTE_UNTOUCHED);
 	got = charge_or_wait(h, (long)run->n);
 	release_run(u, run, (size_t)got);
 	if (!got)
@@ -399,7 +399,7 @@ static void resolve_evicted(struct upg_handler *h, struct run *run, bool write,
 	size_t n, k;
 	long ret;
 
-	grow_run(run, fault_window(u, run->r, run->idx), PTE_EVICTED);
+	grow_run(u, run, fault_window(u, run->r, run->idx), PTE_EVICTED);
 	release_run(u, run, (size_t)charge_or_wait(h, (long)run->n));
 	if (!run->n) {
 		upg_uffd_wake(u->uffd, region_addr(run->r, run->idx),

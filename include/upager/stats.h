@@ -30,7 +30,7 @@
 	X(evict_remap_chunks,	"2 MiB chunks moved out with mremap")	\
 	X(evict_remap_kept,	"resident pages copied back after a chunk move") \
 	X(evict_remap_abort,	"chunk moves abandoned (a page was busy)") \
-	X(evict_move_busy,	"UFFDIO_MOVE refused (EBUSY), copied instead") \
+	X(evict_move_busy,	"UFFDIO_MOVE refused (EBUSY): page kept resident") \
 	X(evict_clean_drop,	"clean pages dropped without recompression") \
 	X(evict_clean_raced,	"pages believed clean but written during eviction") \
 	X(evict_same,		"evicted pages stored as same-filled")	\
