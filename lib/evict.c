@@ -744,6 +744,7 @@ static void *evictor_main(void *arg)
 	struct upg *u = arg;
 	bool stalled = false;
 
+	upg_internal_enter(); /* for good: this thread is the runtime's */
 	evictor_setup(u);
 	pthread_mutex_lock(&u->ev_lock);
 	while (!atomic_load(&u->stopping)) {

@@ -785,6 +785,7 @@ static void *handler_main(void *arg)
 	struct uffd_msg m[MSG_BATCH];
 	ssize_t n;
 
+	upg_internal_enter(); /* for good: this thread is the runtime's */
 	handler_setup(h);
 	while (!atomic_load_explicit(&h->u->stopping, memory_order_relaxed)) {
 		n = read_msgs(h, m);

@@ -24,6 +24,25 @@ static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct upg *live; /* runtimes alive, for the UPG_STATS=1 report */
 static bool atexit_done;
 
+/* Depth, not a flag: upg_create() may run inside an internal section. */
+static __thread unsigned internal_depth
+	__attribute__((tls_model("initial-exec")));
+
+bool upg_internal_thread(void)
+{
+	return internal_depth != 0;
+}
+
+void upg_internal_enter(void)
+{
+	internal_depth++;
+}
+
+void upg_internal_leave(void)
+{
+	internal_depth--;
+}
+
 const char *upg_version(void)
 {
 	return UPG_VERSION_STRING;
@@ -429,7 +448,7 @@ static int init_sync(struct upg *u)
 	return 0;
 }
 
-int upg_create(const struct upg_params *p, struct upg **out)
+static int create(const struct upg_params *p, struct upg **out)
 {
 	struct upg *u = upg_map(sizeof(*u));
 	int err;
@@ -463,6 +482,16 @@ int upg_create(const struct upg_params *p, struct upg **out)
 
 err_destroy:
 	upg_destroy(u);
+	return err;
+}
+
+int upg_create(const struct upg_params *p, struct upg **out)
+{
+	int err;
+
+	upg_internal_enter();
+	err = create(p, out);
+	upg_internal_leave();
 	return err;
 }
 

@@ -144,6 +144,18 @@ void upg_page_publish(struct upg *u, struct upg_region *r, size_t idx,
 /* upg_page_drop_copy() - free the stored copy an entry refers to, if any */
 void upg_page_drop_copy(struct upg *u, uint64_t val);
 
+/*
+ * upg_internal_thread() - whether the caller is the runtime's own code
+ * True on the fault handlers and the evictor, inside upg_create(), and while
+ * a fork child rebuilds its runtime. Memory such a thread allocates must not
+ * come from managed regions (a handler faulting on managed memory deadlocks,
+ * and a fork child has no handlers yet): the preload allocator serves these
+ * calls from memory of its own. Async-signal-safe (initial-exec TLS).
+ */
+bool upg_internal_thread(void);
+void upg_internal_enter(void);
+void upg_internal_leave(void);
+
 /* Fault handlers (fault.c). */
 int upg_fault_start(struct upg *u);
 void upg_fault_stop(struct upg *u);
