@@ -36,11 +36,11 @@
 #include "common.h"
 #include "swap.h"
 
-#define SLOTS_MAX (1ULL << 28)	    /* 1 TiB of 4 KiB slots */
+#define SLOTS_MAX (1ULL << 28) /* 1 TiB of 4 KiB slots */
 #define REF_PINNED 255
-#define GROW_SLOTS 4096ULL	    /* the file grows 16 MiB at a time */
+#define GROW_SLOTS 4096ULL	      /* the file grows 16 MiB at a time */
 #define FAIL_BACKOFF_NS 1000000000ULL /* no writes for 1 s after a failure */
-#define WRITE_MAX 256		    /* pages per upg_swap_write() */
+#define WRITE_MAX 256		      /* pages per upg_swap_write() */
 
 struct hash128 {
 	uint64_t a, b;
@@ -54,10 +54,10 @@ struct upg_swap {
 	char name[256];
 	uint64_t nslots; /* limit */
 	uint64_t cursor;
-	_Atomic uint64_t used;	     /* slots this process references */
+	_Atomic uint64_t used;	      /* slots this process references */
 	_Atomic uint64_t *file_slots; /* shared: slots the file has room for */
-	_Atomic uint8_t *ref;	     /* shared: references per slot */
-	struct hash128 *hash;	     /* shared */
+	_Atomic uint8_t *ref;	      /* shared: references per slot */
+	struct hash128 *hash;	      /* shared */
 	_Atomic uint64_t fail_until;
 	_Atomic bool reported[C_NR];
 };
@@ -263,8 +263,8 @@ static bool take(struct upg_swap *sw, uint64_t s)
 void upg_swap_fork(struct upg_swap *sw)
 {
 	for (uint64_t s = 1; s < atomic_load(sw->file_slots); s++) {
-		uint8_t r = atomic_load_explicit(&sw->ref[s],
-						 memory_order_relaxed);
+		uint8_t r =
+			atomic_load_explicit(&sw->ref[s], memory_order_relaxed);
 
 		while (r && r != REF_PINNED &&
 		       !atomic_compare_exchange_weak(&sw->ref[s], &r,
@@ -283,9 +283,13 @@ static int grow(struct upg_swap *sw, uint64_t end)
 	if (sw->blockdev)
 		return -ENOSPC;
 	want = MIN(MAX(end, have + GROW_SLOTS), sw->nslots);
-	if (fallocate(sw->fd, 0, (off_t)(have << UPG_PAGE_SHIFT),
-		      (off_t)((want - have) << UPG_PAGE_SHIFT)) < 0)
-		return -errno;
+	/* Near a full file system, a smaller step may still fit. */
+	while (fallocate(sw->fd, 0, (off_t)(have << UPG_PAGE_SHIFT),
+			 (off_t)((want - have) << UPG_PAGE_SHIFT)) < 0) {
+		if (want == end || (errno != ENOSPC && errno != EDQUOT))
+			return -errno;
+		want = MAX(end, have + (want - have) / 4);
+	}
 	while (have < want &&
 	       !atomic_compare_exchange_weak(sw->file_slots, &have, want))
 		; /* another process may have grown it further */
@@ -396,7 +400,8 @@ static void failed(struct upg_swap *sw, struct upg_stat_shard *st, int err)
 	if (!atomic_exchange(&sw->reported[c], true))
 		upg_err("swap file %s: %s; the pages stay in memory (the "
 			"budget may overrun, see budget_overruns)",
-			sw->name, c == C_SHORT ? "short write" : strerror(-err));
+			sw->name,
+			c == C_SHORT ? "short write" : strerror(-err));
 }
 
 /* Allocate slots for pages [0, n) in contiguous runs. Return: pages with
@@ -427,8 +432,8 @@ static unsigned alloc_slots(struct upg_swap *sw, struct upg_stat_shard *st,
 }
 
 /* One request per stretch contiguous both in memory and in the file. */
-static unsigned build_ops(void *const *pages, const uint64_t *slots,
-			  unsigned n, struct upg_io_op *ops, unsigned *first)
+static unsigned build_ops(void *const *pages, const uint64_t *slots, unsigned n,
+			  struct upg_io_op *ops, unsigned *first)
 {
 	unsigned nops = 0;
 
@@ -497,7 +502,8 @@ int upg_swap_read(struct upg_swap *sw, struct upg_io *io, uint64_t slot,
 		return op.res;
 	for (unsigned i = 0; i < n; i++)
 		if (!upg_swap_matches(sw, slot + i,
-				      (char *)buf + ((size_t)i << UPG_PAGE_SHIFT)))
+				      (char *)buf +
+					      ((size_t)i << UPG_PAGE_SHIFT)))
 			return -EBADMSG;
 	return 0;
 }
