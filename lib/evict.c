@@ -711,7 +711,7 @@ static size_t chunk_group(const struct victim *v, size_t i, size_t n)
 /* ------------------------------------------------------------------ */
 
 /*
- * Like zswap's writeback: when the pool's objects pass 7/8 of its limit,
+ * Like zswap's writeback: when the pool's objects pass 3/4 of its limit,
  * evicted entries are decompressed and written to the swap file in
  * batches, in address order (so readahead finds neighbours together),
  * sparing entries stored since the hand last passed (REF, set at store).
@@ -845,12 +845,16 @@ static size_t writeback_batch(struct upg *u)
 	return done;
 }
 
-/* Write back until the pool is under 3/4 of its limit. */
+/*
+ * Past 3/4 of its limit, write the pool back to half: room for a few
+ * eviction batches, so that evicted pages rarely go to the file one by one
+ * (which also scatters the slots readahead wants contiguous).
+ */
 static void writeback(struct upg *u)
 {
-	if (!u->swap || !u->ev_io || !pool_above(u, 7))
+	if (!u->swap || !u->ev_io || !pool_above(u, 6))
 		return;
-	while (pool_above(u, 6) && !atomic_load(&u->stopping) &&
+	while (pool_above(u, 4) && !atomic_load(&u->stopping) &&
 	       !atomic_load(&u->ev_pause) && !upg_swap_failing(u->swap))
 		if (!writeback_batch(u))
 			break;

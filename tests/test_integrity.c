@@ -123,6 +123,11 @@ Test(integrity, swap_one_thread_random_8x)
 	run_swap(1, false);
 }
 
+Test(integrity, swap_one_thread_sequential_8x)
+{
+	run_swap(1, true);
+}
+
 Test(integrity, swap_two_threads_random_8x)
 {
 	run_swap(2, false);
