@@ -40,7 +40,6 @@
 #define REF_PINNED 255
 #define GROW_SLOTS 4096ULL	      /* the file grows 16 MiB at a time */
 #define FAIL_BACKOFF_NS 1000000000ULL /* no writes for 1 s after a failure */
-#define WRITE_MAX 256		      /* pages per upg_swap_write() */
 
 struct hash128 {
 	uint64_t a, b;
@@ -71,20 +70,34 @@ static uint64_t rotl(uint64_t x, int r)
 	return (x << r) | (x >> (64 - r));
 }
 
-/* Two independent 64-bit multiply-rotate lanes over the page's words. */
+/*
+ * Four independent multiply-rotate lanes over the page's words (so the
+ * multiplies overlap), folded into 128 bits. Not cryptographic: it guards
+ * against a racing store and a damaged file, not an adversary.
+ */
+static uint64_t mix(uint64_t h, uint64_t w, uint64_t k)
+{
+	return rotl((h ^ w) * k, 31);
+}
+
 static struct hash128 page_hash(const void *page)
 {
 	const uint64_t *w = page;
-	uint64_t a = 0x9e3779b97f4a7c15ULL, b = 0xc2b2ae3d27d4eb4fULL;
+	uint64_t h0 = 0x9e3779b97f4a7c15ULL, h1 = 0xc2b2ae3d27d4eb4fULL;
+	uint64_t h2 = 0x165667b19e3779f9ULL, h3 = 0x27d4eb2f165667c5ULL;
 
-	for (size_t i = 0; i < UPG_PAGE_SIZE / 8; i += 2) {
-		a = rotl((a ^ w[i]) * 0xff51afd7ed558ccdULL, 29) + w[i + 1];
-		b = rotl((b ^ w[i + 1]) * 0xc4ceb9fe1a85ec53ULL, 31) + w[i];
+	for (size_t i = 0; i < UPG_PAGE_SIZE / 8; i += 4) {
+		h0 = mix(h0, w[i], 0xff51afd7ed558ccdULL);
+		h1 = mix(h1, w[i + 1], 0xc4ceb9fe1a85ec53ULL);
+		h2 = mix(h2, w[i + 2], 0x94d049bb133111ebULL);
+		h3 = mix(h3, w[i + 3], 0xbf58476d1ce4e5b9ULL);
 	}
-	a ^= a >> 33;
-	b ^= b >> 29;
-	return (struct hash128){ a * 0xff51afd7ed558ccdULL,
-				 b * 0x94d049bb133111ebULL };
+	h0 = mix(h0, h2, 0xff51afd7ed558ccdULL);
+	h1 = mix(h1, h3, 0xc4ceb9fe1a85ec53ULL);
+	h0 ^= h0 >> 33;
+	h1 ^= h1 >> 29;
+	return (struct hash128){ h0 * 0x94d049bb133111ebULL,
+				 h1 * 0xbf58476d1ce4e5b9ULL };
 }
 
 /* ------------------------------------------------------------------ */
@@ -455,36 +468,50 @@ static unsigned build_ops(void *const *pages, const uint64_t *slots, unsigned n,
 	return nops;
 }
 
+void upg_swap_write_start(struct upg_swap *sw, struct upg_io *io,
+			  struct upg_stat_shard *st, void *const *pages,
+			  unsigned n, uint64_t *slots, struct upg_swap_wr *w)
+{
+	w->n = MIN(n, UPG_SWAP_WRITE_MAX);
+	w->slots = slots;
+	w->got = alloc_slots(sw, st, w->n, slots);
+	for (unsigned i = 0; i < w->got; i++)
+		sw->hash[slots[i]] = page_hash(pages[i]);
+	w->nops = build_ops(pages, slots, w->got, w->ops, w->first);
+	w->queued = upg_io_start(io, sw->fd, w->ops, w->nops, true);
+}
+
+unsigned upg_swap_write_finish(struct upg_swap *sw, struct upg_io *io,
+			       struct upg_stat_shard *st, struct upg_swap_wr *w)
+{
+	unsigned bad = 0;
+
+	upg_io_finish(io, w->ops, w->nops);
+	for (unsigned k = 0; k < w->nops; k++) {
+		unsigned end = k + 1 < w->nops ? w->first[k + 1] : w->got;
+
+		if (!w->ops[k].res)
+			continue;
+		failed(sw, st, w->ops[k].res);
+		for (unsigned i = w->first[k]; i < end; i++) {
+			upg_swap_free(sw, w->slots[i]);
+			w->slots[i] = 0;
+		}
+	}
+	for (unsigned i = 0; i < w->n; i++)
+		bad += !w->slots[i];
+	upg_stat_add(st, UPG_STAT_swap_writes, w->n - bad);
+	return bad;
+}
+
 unsigned upg_swap_write(struct upg_swap *sw, struct upg_io *io,
 			struct upg_stat_shard *st, void *const *pages,
 			unsigned n, uint64_t *slots)
 {
-	struct upg_io_op ops[WRITE_MAX];
-	unsigned first[WRITE_MAX], got, nops, bad = 0;
-	uint64_t t0 = upg_now_ns();
+	struct upg_swap_wr w;
 
-	n = MIN(n, WRITE_MAX);
-	got = alloc_slots(sw, st, n, slots);
-	for (unsigned i = 0; i < got; i++)
-		sw->hash[slots[i]] = page_hash(pages[i]);
-	nops = build_ops(pages, slots, got, ops, first);
-	upg_io_run(io, sw->fd, ops, nops, true);
-	for (unsigned k = 0; k < nops; k++) {
-		unsigned end = k + 1 < nops ? first[k + 1] : got;
-
-		if (!ops[k].res)
-			continue;
-		failed(sw, st, ops[k].res);
-		for (unsigned i = first[k]; i < end; i++) {
-			upg_swap_free(sw, slots[i]);
-			slots[i] = 0;
-		}
-	}
-	for (unsigned i = 0; i < n; i++)
-		bad += !slots[i];
-	upg_stat_add(st, UPG_STAT_swap_writes, n - bad);
-	upg_stat_time(st, UPG_HIST_swap_write, upg_now_ns() - t0);
-	return bad;
+	upg_swap_write_start(sw, io, st, pages, n, slots, &w);
+	return upg_swap_write_finish(sw, io, st, &w);
 }
 
 int upg_swap_read(struct upg_swap *sw, struct upg_io *io, uint64_t slot,
