@@ -377,8 +377,8 @@ static void count_restore(struct upg_handler *h, uint64_t first, size_t k,
  * The stored copy of an evicted page is unreadable: the data is lost and
  * the page must not read as anything. Poison it (the access raises SIGBUS)
  * where the kernel can; the error is logged with the address either way.
+ * This unlocks the run.
  */
-/* Unlock a run whose first page is lost and make that page raise SIGBUS. */
 static void poison_lost(struct upg_handler *h, struct run *run)
 {
 	char *addr = region_addr(run->r, run->idx);
