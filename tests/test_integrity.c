@@ -225,3 +225,16 @@ Test(integrity, stores_racing_copy_eviction)
 
 	short_race(opts);
 }
+
+Test(integrity, stores_racing_swap_writeback)
+{
+	static const char *const opts[] = { "POOL_MAX=1M", NULL };
+	struct upg_stats s;
+	size_t bad = t_store_race(opts, 4, 4, &s);
+
+	cr_expect_eq(bad, 0, "%zu lost or stale stores", bad);
+	cr_expect_gt(s.swap_writeback, 1000, "write-back barely ran: %llu",
+		     (unsigned long long)s.swap_writeback);
+	cr_expect_gt(s.fault_swap, 100, "few swap-ins: %llu",
+		     (unsigned long long)s.fault_swap);
+}
