@@ -15,9 +15,11 @@
  * per page) lives in mmap()ed memory that neither malloc nor upager owns,
  * so a lost write, a stale page or a zero-filled page is caught.
  *
- * Threads: worker i owns pages p with p % threads == i and is the only one
- * to touch them or their versions, so nothing is locked. Every pattern
- * draws from the worker's own pages.
+ * Threads: worker i owns the i-th of @threads contiguous slices of the
+ * pages and is the only one to touch them or their versions, so nothing is
+ * locked. Every pattern draws from the worker's own slice; a sequential
+ * scan with two threads is two scans of two halves, as a program that
+ * splits its data between threads would run it.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -49,10 +51,10 @@
 
 /* A worker's page chooser: index k in [0, own) of the worker's pages. */
 struct chooser {
-	uint64_t own;
-	uint64_t mul, add; /* scramble: k = (rank * mul + add) % own */
-	uint64_t hot;	   /* hot/cold: ranks [0, hot) are hot */
-	uint64_t next;	   /* seq: next index */
+	uint64_t first, own; /* the worker's pages: [first, first + own) */
+	uint64_t mul, add;   /* scramble: k = (rank * mul + add) % own */
+	uint64_t hot;	     /* hot/cold: ranks [0, hot) are hot */
+	uint64_t next;	     /* seq: next index */
 	double zetan, alpha, eta, half_pow_theta;
 };
 
@@ -166,9 +168,10 @@ static void chooser_init(struct worker *w)
 {
 	const struct config *c = &w->o->cfg;
 	struct chooser *ch = &w->ch;
-	unsigned n = c->threads;
+	uint64_t n = c->threads, pages = w->o->npages;
 
-	ch->own = (w->o->npages - w->id + n - 1) / n;
+	ch->first = pages * w->id / n;
+	ch->own = pages * (w->id + 1) / n - ch->first;
 	ch->mul = 2654435761ULL % ch->own ? 2654435761ULL : 2654435769ULL;
 	while (gcd(ch->mul, ch->own) != 1)
 		ch->mul += 2;
@@ -337,10 +340,10 @@ static inline void operate(struct worker *w, uint64_t page, bool write)
 static void run_batch(struct worker *w, unsigned n)
 {
 	const struct config *c = &w->o->cfg;
-	unsigned i, n_threads = c->threads;
+	unsigned i;
 
 	for (i = 0; i < n; i++) {
-		uint64_t page = w->id + n_threads * next_index(w, c->pattern);
+		uint64_t page = w->ch.first + next_index(w, c->pattern);
 		bool write = c->writes == 100 ||
 			     (c->writes && below(&w->rng, 100) < c->writes);
 		uint64_t t0 = ticks();
@@ -490,7 +493,7 @@ static void *verify_main(void *arg)
 	uint64_t p;
 
 	w->bad.first = UINT64_MAX;
-	for (p = w->id; p < o->npages; p += o->cfg.threads) {
+	for (p = w->ch.first; p < w->ch.first + w->ch.own; p++) {
 		ovs_page_fill(want, o->cfg.data, p, o->version[p]);
 		if (memcmp(want, o->mem + p * PAGE, PAGE))
 			classify(o, &w->bad, p);
