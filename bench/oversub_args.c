@@ -45,7 +45,8 @@ void ovs_usage(FILE *f)
 		"  --hot-prob P    hotcold: share of accesses to them (0.9)\n"
 		"  --writes PCT    operations that write, 0-100 (default 100:\n"
 		"                  every operation is a read-modify-write)\n"
-		"  --threads N     worker threads, 1-%d (default 1)\n"
+		"  --threads N     worker threads, 1-%d (default 1); each works\n"
+		"                  on its own contiguous slice of the pages\n"
 		"  --seconds S     duration of the operations (default 10)\n"
 		"  --ops N         run N operations in all instead\n"
 		"  --seed N        seed of the page choices (default 1)\n"
@@ -58,6 +59,10 @@ void ovs_usage(FILE *f)
 		"\n"
 		"SIZE takes a K, M, G or T suffix. An operation reads one word of\n"
 		"a page and checks it; a write stores the page's next version.\n"
+		"The JSON line has the run's ops/s, latency percentiles, CPU\n"
+		"time and faults (getrusage), peak RSS and the verdict; in api\n"
+		"mode also upager's statistics (counted from the start, fill\n"
+		"included).\n"
 		"Exit status: 0 all pages verified, 1 a page was wrong, 2 usage\n"
 		"or setup error.\n",
 		MAX_THREADS);
