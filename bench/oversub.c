@@ -596,6 +596,25 @@ static void json_config(const struct oversub *o)
 	       c->budget, c->seed, o->lz4_ratio);
 }
 
+/*
+ * The fewest and most operations of one thread: a pager that lets one
+ * thread keep its pages resident while the other waits shows here.
+ */
+static void json_threads(const struct oversub *o)
+{
+	uint64_t lo = UINT64_MAX, hi = 0;
+	unsigned i;
+
+	for (i = 0; i < o->cfg.threads; i++) {
+		uint64_t n = o->workers[i].ops;
+
+		lo = n < lo ? n : lo;
+		hi = n > hi ? n : hi;
+	}
+	printf(",\"thread_ops_min\":%" PRIu64 ",\"thread_ops_max\":%" PRIu64,
+	       lo, hi);
+}
+
 static void json_run(const struct oversub *o)
 {
 	const struct ovs_hist *h = &o->all;
@@ -611,6 +630,7 @@ static void json_run(const struct oversub *o)
 	       ovs_hist_percentile(h, 50) * k, ovs_hist_percentile(h, 90) * k,
 	       ovs_hist_percentile(h, 99) * k, ovs_hist_percentile(h, 99.9) * k,
 	       (double)h->max * k);
+	json_threads(o);
 }
 
 static void json_rusage(const struct oversub *o)
