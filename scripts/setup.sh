@@ -12,7 +12,7 @@
 set -euo pipefail
 
 PACKAGES=(build-essential meson ninja-build pkg-config liburing-dev
-	liblz4-dev libcriterion-dev gnuplot-nox)
+	liblz4-dev libcriterion-dev gnuplot-nox python3)
 
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${BUILD_DIR:-$src/build}
