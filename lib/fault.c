@@ -46,6 +46,7 @@ struct run {
 	struct upg_region *r;
 	size_t idx;
 	size_t n;
+	unsigned stream; /* the sequential stream it belongs to */
 	uint64_t old[UPG_CLUSTER_MAX];
 };
 
@@ -154,15 +155,50 @@ static long charge_or_wait(struct upg_handler *h, long want)
 /* Runs                                                                */
 /* ------------------------------------------------------------------ */
 
-/* Sequential-fault detection; returns the fault-around window in pages. */
-static size_t fault_window(struct upg *u, struct upg_region *r, size_t idx)
+/*
+ * Sequential-fault detection: the stream whose last page precedes @run's,
+ * else a new one (replacing streams round-robin). Sets run->stream.
+ * Return: whether the fault continues a stream.
+ */
+static bool find_stream(struct run *run)
 {
-	size_t last = atomic_load_explicit(&r->last_idx, memory_order_relaxed);
-	unsigned w = atomic_load_explicit(&r->window, memory_order_relaxed);
+	struct upg_region *r = run->r;
 
-	w = idx == last + 1 ? MIN(w * 2, u->p.cluster) : 1;
-	atomic_store_explicit(&r->window, w, memory_order_relaxed);
-	return MIN((size_t)w, r->npages - idx);
+	for (unsigned i = 0; i < UPG_STREAMS; i++) {
+		if (atomic_load_explicit(&r->stream[i].last,
+					 memory_order_relaxed) +
+			    1 ==
+		    run->idx) {
+			run->stream = i;
+			return true;
+		}
+	}
+	run->stream = atomic_fetch_add_explicit(&r->stream_next, 1,
+						memory_order_relaxed) %
+		      UPG_STREAMS;
+	atomic_store_explicit(&r->stream[run->stream].window, 1,
+			      memory_order_relaxed);
+	return false;
+}
+
+/*
+ * The window for @run: doubled up to @max on a sequential fault, one page
+ * on a random one. Return: pages, at most to the region's end.
+ */
+static size_t next_window(struct run *run, bool seq, unsigned max)
+{
+	struct upg_stream *st = &run->r->stream[run->stream];
+	unsigned w = atomic_load_explicit(&st->window, memory_order_relaxed);
+
+	w = seq ? MIN(w * 2, max) : 1;
+	atomic_store_explicit(&st->window, w, memory_order_relaxed);
+	return MIN((size_t)w, run->r->npages - run->idx);
+}
+
+/* Fault-around window in pages. */
+static size_t fault_window(struct upg *u, struct run *run)
+{
+	return next_window(run, find_stream(run), u->p.cluster);
 }
 
 /* Extend a run (whose first page is locked) over pages in @state. */
@@ -247,8 +283,8 @@ static size_t settle(struct upg_handler *h, struct run *run, long ret,
 	release_run(u, run, k);
 	upg_uncharge(u, (long)(n - k));
 	if (k)
-		atomic_store_explicit(&run->r->last_idx, run->idx + k - 1,
-				      memory_order_relaxed);
+		atomic_store_explicit(&run->r->stream[run->stream].last,
+				      run->idx + k - 1, memory_order_relaxed);
 	return k;
 }
 
@@ -282,7 +318,7 @@ static void resolve_zero(struct upg_handler *h, struct run *run, bool write)
 	long got, ret;
 	size_t k;
 
-	grow_run(u, run, fault_window(u, run->r, run->idx), PTE_UNTOUCHED);
+	grow_run(u, run, fault_window(u, run), PTE_UNTOUCHED);
 	got = charge_or_wait(h, (long)run->n);
 	release_run(u, run, (size_t)got);
 	if (!got)
@@ -412,21 +448,17 @@ static void restore_failed(struct upg_handler *h, struct run *run)
  * up to UPG_SWAP_READAHEAD, and falls back to one page on a random fault
  * (a miss). Pages read ahead are installed like the faulting one.
  */
-static size_t swap_window(struct upg_handler *h, struct upg_region *r,
-			  size_t idx)
+static size_t swap_window(struct upg_handler *h, struct run *run)
 {
-	size_t last = atomic_load_explicit(&r->last_idx, memory_order_relaxed);
-	unsigned w = atomic_load_explicit(&r->window, memory_order_relaxed);
+	bool seq = find_stream(run);
+	unsigned w = atomic_load_explicit(&run->r->stream[run->stream].window,
+					  memory_order_relaxed);
 
-	if (idx == last + 1) {
+	if (seq)
 		upg_stat_add(h->stats, UPG_STAT_swap_ra_hits, w > 1);
-		w = MIN(w * 2, h->u->p.swap_readahead);
-	} else {
-		upg_stat_add(h->stats, UPG_STAT_swap_ra_misses, w > 1);
-		w = 1;
-	}
-	atomic_store_explicit(&r->window, w, memory_order_relaxed);
-	return MIN((size_t)w, r->npages - idx);
+	else
+		upg_stat_inc(h->stats, UPG_STAT_swap_ra_misses);
+	return next_window(run, seq, h->u->p.swap_readahead);
 }
 
 /* Whether @v is swapped in slot @slot (the next one of a readahead run). */
@@ -515,10 +547,9 @@ static void gather(struct upg_handler *h, struct run *run, bool swapped)
 	struct upg *u = h->u;
 
 	if (swapped)
-		grow_swap_run(u, run, swap_window(h, run->r, run->idx));
+		grow_swap_run(u, run, swap_window(h, run));
 	else
-		grow_run(u, run, fault_window(u, run->r, run->idx),
-			 PTE_EVICTED);
+		grow_run(u, run, fault_window(u, run), PTE_EVICTED);
 	release_run(u, run, (size_t)charge_or_wait(h, (long)run->n));
 }
 

@@ -93,7 +93,10 @@ int upg_region_create(size_t len, struct upg_region **out)
 	/* Advisory only: the region works with or without it. */
 	madvise(mem, len, MADV_NOHUGEPAGE);
 	r->start = mem;
-	r->window = 1;
+	for (unsigned i = 0; i < UPG_STREAMS; i++) {
+		r->stream[i].last = SIZE_MAX - 1; /* matches no page */
+		r->stream[i].window = 1;
+	}
 	*out = r;
 	return 0;
 }

@@ -50,6 +50,8 @@
 #define PTE_SWAP (1ULL << 7)
 #define PTE_PAYLOAD_SHIFT 8
 
+#define UPG_STREAMS 4
+
 #define UPG_CHUNK_SHIFT 9 /* 512 pages = 2 MiB per chunk */
 #define UPG_CHUNK_PAGES (1UL << UPG_CHUNK_SHIFT)
 
@@ -63,9 +65,16 @@ struct upg_region {
 	_Atomic uint32_t *chunk_res;  /* resident pages per chunk */
 	_Atomic uint32_t *chunk_used; /* pages not untouched, per chunk */
 	size_t nchunks;
-	/* Fault-around hint: racy by design, a wrong guess costs one fault. */
-	_Atomic size_t last_idx;
-	_Atomic unsigned window;
+	/*
+	 * Fault-around and readahead: a few sequential streams (threads
+	 * scanning different parts at once), each the last page it brought
+	 * in and its window. Racy by design: a wrong guess costs one fault.
+	 */
+	struct upg_stream {
+		_Atomic size_t last;
+		_Atomic unsigned window;
+	} stream[UPG_STREAMS];
+	_Atomic unsigned stream_next; /* the slot a new stream takes */
 };
 
 static inline uint64_t pte_state(uint64_t v)

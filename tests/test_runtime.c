@@ -484,3 +484,43 @@ Test(runtime, stats_printed_at_exit)
 	cr_expect(strstr(buf, "evict_pages"));
 	cr_expect(strstr(buf, "lat_zero"));
 }
+
+struct scan {
+	char *base;
+	size_t len;
+};
+
+static void *scan_main(void *arg)
+{
+	struct scan *s = arg;
+
+	for (size_t off = 0; off < s->len; off += PAGE)
+		s->base[off] = 1;
+	return NULL;
+}
+
+/*
+ * Two threads scanning different halves at once are two sequential
+ * streams: fault-around must follow both (one shared guess would see a
+ * random pattern and bring in about half as much per fault).
+ */
+Test(runtime, fault_around_follows_two_streams)
+{
+	struct upg *u = t_runtime(512 * MiB, NULL);
+	char *m = t_region(u, 256 * MiB);
+	struct scan s[2] = { { m, 128 * MiB }, { m + 128 * MiB, 128 * MiB } };
+	pthread_t th[2];
+	struct upg_stats st;
+	double per_fault;
+
+	for (int i = 0; i < 2; i++)
+		cr_assert_eq(pthread_create(&th[i], NULL, scan_main, &s[i]), 0);
+	for (int i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	st = t_stats(u);
+	per_fault = (double)(st.fault_zero + st.fault_around_zero) /
+		    (double)st.fault_zero;
+	cr_expect_gt(per_fault, 12.0, "%.1f pages per fault (cluster 16)",
+		     per_fault);
+	upg_destroy(u);
+}

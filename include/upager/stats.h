@@ -49,7 +49,7 @@
 	X(fault_swap,		"faults resolved from the swap file")	\
 	X(swap_ra_pages,	"neighbour pages read ahead from the swap file") \
 	X(swap_ra_hits,		"swap faults continuing a sequential readahead") \
-	X(swap_ra_misses,	"swap faults breaking the sequence (window reset)") \
+	X(swap_ra_misses,	"swap faults starting a new stream (one page)") \
 	X(swap_writes,		"pages written to the swap file")	\
 	X(swap_writeback,	"pool entries written back to the swap file") \
 	X(swap_direct,		"evicted pages written straight to the file") \
