@@ -60,6 +60,7 @@ struct upg_params {
 	size_t swap_max;	 /* UPG_SWAP_MAX: file size limit, 0 = none */
 	bool swap_direct;	 /* UPG_SWAP_DIRECT: O_DIRECT swap I/O */
 	unsigned swap_readahead; /* UPG_SWAP_READAHEAD: pages, 1 = off */
+	bool idle_handlers;	 /* UPG_IDLE_HANDLERS: SCHED_IDLE handlers */
 };
 
 /**

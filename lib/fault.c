@@ -933,6 +933,20 @@ static void handler_setup(struct upg_handler *h)
 		CPU_SET(h->cpu, &set);
 		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
 	}
+	if (h->u->p.idle_handlers) {
+		struct sched_param sp = { 0 };
+
+		/*
+		 * Every fault wakes every handler reading the uffd. At normal
+		 * priority the one on the other CPU preempts whatever runs
+		 * there, only to find the message taken: with a faulting
+		 * thread on each CPU that halves their gain. An idle handler
+		 * runs only when its CPU has nothing else to do, which is
+		 * when its own CPU's faulting thread waits; the price is
+		 * that faults wait as long as other work keeps the CPUs busy.
+		 */
+		pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+	}
 	snprintf(name, sizeof(name), "upg-fault/%d", h->cpu);
 	pthread_setname_np(pthread_self(), name);
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);

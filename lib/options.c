@@ -39,6 +39,9 @@
 	  "default region size (allocator)")				\
 	X(HANDLERS, handlers, uint, "0",				\
 	  "fault handler threads; 0 = one per CPU")			\
+	X(IDLE_HANDLERS, idle_handlers, bool, "off",			\
+	  "fault handlers at idle priority: faster with several "	\
+	  "faulting threads, but they starve on busy CPUs")		\
 	X(CLUSTER, cluster, uint, "16",					\
 	  "fault-around pages, power of two 1-256")			\
 	X(MOVE, use_move, bool, "on",					\

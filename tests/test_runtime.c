@@ -5,9 +5,11 @@
  * clean pages, program madvise, option errors, refused userfaultfd.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -522,5 +524,45 @@ Test(runtime, fault_around_follows_two_streams)
 		    (double)st.fault_zero;
 	cr_expect_gt(per_fault, 12.0, "%.1f pages per fault (cluster 16)",
 		     per_fault);
+	upg_destroy(u);
+}
+
+/* The scheduling policy of this process's upager fault handlers, or -1. */
+static int handler_policy(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	int policy = -1;
+
+	cr_assert(d);
+	while (policy < 0 && (e = readdir(d))) {
+		char path[300], comm[32] = "";
+		FILE *f;
+
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm",
+			 e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fgets(comm, sizeof(comm), f) &&
+		    !strncmp(comm, "upg-fault/", 10))
+			policy = sched_getscheduler(atoi(e->d_name));
+		fclose(f);
+	}
+	closedir(d);
+	return policy;
+}
+
+Test(runtime, idle_handlers_option)
+{
+	static const char *const idle[] = { "IDLE_HANDLERS=on", NULL };
+	struct upg *u = t_runtime(64 * MiB, NULL);
+
+	usleep(50000); /* the handlers set themselves up */
+	cr_expect_eq(handler_policy(), SCHED_OTHER);
+	upg_destroy(u);
+	u = t_runtime(64 * MiB, idle);
+	usleep(50000);
+	cr_expect_eq(handler_policy(), SCHED_IDLE);
 	upg_destroy(u);
 }
