@@ -11,7 +11,7 @@
  *   writeback  write-back throughput (pages written per second of
  *              write-back batch time: selecting, decompressing, hashing,
  *              writing and publishing) while a fill pushes everything
- *              through a 1 MiB pool, against the file's own sequential
+ *              through a 32 MiB pool, against the file's own sequential
  *              write bandwidth with requests of a batch's size (512 KiB
  *              O_DIRECT, queue depth 1); also the fill's own rate.
  *
@@ -56,7 +56,7 @@ static double pct(double *v, size_t n, double p)
 	return v[(size_t)(p / 100 * (double)(n - 1))];
 }
 
-static struct upg *runtime(unsigned readahead, unsigned cluster)
+static struct upg *runtime(unsigned readahead, unsigned cluster, size_t pool)
 {
 	struct upg_params p;
 	struct upg *u;
@@ -65,7 +65,7 @@ static struct upg *runtime(unsigned readahead, unsigned cluster)
 	if (upg_params_from_env(&p))
 		goto fail;
 	p.budget = 16 * MiB;
-	p.pool_max = 1 * MiB;
+	p.pool_max = pool;
 	p.cluster = cluster;
 	p.swap_readahead = readahead;
 	if (dir)
@@ -172,7 +172,7 @@ static double bare_read_p(struct io_uring *ring, int fd, char *buf,
 
 static void phase_swapin(size_t n)
 {
-	struct upg *u = runtime(1, 1);
+	struct upg *u = runtime(1, 1, MiB);
 	size_t bytes = size_mb * MiB, pages = bytes / PAGE;
 	char *m = filled(u, bytes, NULL), *buf;
 	double *lat = malloc(n * sizeof(*lat)), bare[2];
@@ -211,7 +211,7 @@ static void phase_swapin(size_t n)
 
 static double scan_mbs(unsigned readahead, unsigned long long *faults)
 {
-	struct upg *u = runtime(readahead, 16);
+	struct upg *u = runtime(readahead, 16, MiB);
 	size_t bytes = size_mb * MiB;
 	char *m = filled(u, bytes, NULL);
 	volatile unsigned long sum = 0;
@@ -240,7 +240,8 @@ static void phase_scan(void)
 
 static void phase_writeback(void)
 {
-	struct upg *u = runtime(32, 16);
+	/* A pool large enough that a write-back run is many batches long. */
+	struct upg *u = runtime(32, 16, 32 * MiB);
 	size_t bytes = size_mb * MiB;
 	double fill, bare, busy;
 	struct io_uring ring;
