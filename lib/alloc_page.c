@@ -134,9 +134,9 @@ static uintptr_t span_end(const struct span *s)
 	return s->start + ((uintptr_t)s->npages << UPG_PAGE_SHIFT);
 }
 
-/* Free neighbour of @s on the left (@left) or right, or NULL. */
-static struct span *free_neighbour(struct upg_heap *h, struct span *s,
-				   bool left)
+/* The free span right before (@left) or after @s, or NULL. */
+static struct span *adjacent_free(struct upg_heap *h, struct span *s,
+				  bool left)
 {
 	struct span *n;
 
@@ -152,6 +152,20 @@ static struct span *free_neighbour(struct upg_heap *h, struct span *s,
 		return NULL;
 	n = h->map[page_index(h, span_end(s))];
 	return n && n->kind == SPAN_FREE && n->start == span_end(s) ? n : NULL;
+}
+
+/*
+ * The neighbour @s merges with. Only spans alike (both clean or both
+ * dirty) merge: a merged span is purged as a whole, and discarding a large
+ * clean span again for a small dirty one costs more than keeping them
+ * apart until the next purge makes both clean.
+ */
+static struct span *free_neighbour(struct upg_heap *h, struct span *s,
+				   bool left)
+{
+	struct span *n = adjacent_free(h, s, left);
+
+	return n && n->clean == s->clean ? n : NULL;
 }
 
 /* Insert free span @s (kind and clean set), merging with its neighbours. */
@@ -323,7 +337,7 @@ static bool grow_right(struct upg_heap *h, struct span *s, size_t extra,
 		*clean = true;
 		return true;
 	}
-	n = free_neighbour(h, s, false);
+	n = adjacent_free(h, s, false);
 	if (!n || n->npages < extra)
 		return false;
 	bin_remove(h, n);
