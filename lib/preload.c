@@ -77,8 +77,12 @@ static void announce_fallback(void)
 		return; /* nowhere else to say it */
 }
 
-/* The source for a new block; NULL heap and !boot means glibc. */
-static enum upg_front source(struct upg_heap **h)
+/*
+ * The source for a new block: the heap (in *@h), the arena or glibc
+ * (UPG_FRONT_FAILED). Every caller goes through here so that the one call
+ * that finds the runtime refused prints the error line.
+ */
+static inline enum upg_front source(struct upg_heap **h)
 {
 	enum upg_front f = upg_front(h);
 
@@ -109,7 +113,7 @@ EXPORT void *malloc(size_t size)
 {
 	struct upg_heap *h;
 
-	if (likely(upg_front(&h) == UPG_FRONT_HEAP))
+	if (likely(source(&h) == UPG_FRONT_HEAP))
 		return upg_heap_malloc(h, size);
 	return alloc_aligned(16, size);
 }
@@ -134,7 +138,7 @@ EXPORT void *calloc(size_t n, size_t size)
 	size_t total;
 	void *p;
 
-	if (likely(upg_front(&h) == UPG_FRONT_HEAP))
+	if (likely(source(&h) == UPG_FRONT_HEAP))
 		return upg_heap_calloc(h, n, size);
 	if (__builtin_mul_overflow(n, size, &total)) {
 		errno = ENOMEM;
