@@ -364,6 +364,29 @@ static void put_back(struct upg *u, struct victim *v, char *page)
 	keep_resident(u, v);
 }
 
+static size_t evict_copy(struct upg *u, struct victim *v, size_t n);
+
+/*
+ * Victims UFFDIO_MOVE refused with EBUSY (shared with a fork child until
+ * one of them writes, or pinned) leave by the copy fallback instead.
+ */
+static size_t evict_busy(struct upg *u, struct victim *v, size_t n)
+{
+	struct victim busy[UPG_EVICT_BATCH];
+	size_t nb = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (!v[i].moved)
+			busy[nb++] = v[i];
+	if (!nb)
+		return 0;
+	if (u->caps.wp)
+		return evict_copy(u, busy, nb);
+	for (size_t i = 0; i < nb; i++)
+		keep_resident(u, &busy[i]);
+	return 0;
+}
+
 static size_t evict_move(struct upg *u, struct victim *v, size_t n)
 {
 	size_t evicted = 0, moved = 0;
@@ -373,10 +396,8 @@ static size_t evict_move(struct upg *u, struct victim *v, size_t n)
 		char *page = u->staging + (i << UPG_PAGE_SHIFT);
 		int64_t e;
 
-		if (!v[i].moved) {
-			keep_resident(u, &v[i]);
+		if (!v[i].moved)
 			continue;
-		}
 		moved++;
 		e = store_page(u, &v[i], page);
 		if (e < 0) {
@@ -390,7 +411,7 @@ static size_t evict_move(struct upg *u, struct victim *v, size_t n)
 	if (moved && staging_reset(u) < 0)
 		upg_err("%s", upg_last_error());
 	upg_stat_add(upg_evictor_stats(u), UPG_STAT_evict_move, evicted);
-	return evicted;
+	return evicted + evict_busy(u, v, n);
 }
 
 /* ------------------------------------------------------------------ */
@@ -698,7 +719,8 @@ static bool evict_pass(struct upg *u)
 {
 	bool progress = false;
 
-	while (above_high(u) && !atomic_load(&u->stopping)) {
+	while (above_high(u) && !atomic_load(&u->stopping) &&
+	       !atomic_load(&u->ev_pause)) {
 		if (!evict_batch(u))
 			break;
 		progress = true;
@@ -739,6 +761,34 @@ static void evictor_sleep(struct upg *u, uint64_t period_ns)
 		atomic_store(&u->overrun, false); /* try the pool again */
 }
 
+/* Between batches, with ev_lock held: sleep while fork() is under way. */
+static void pause_here(struct upg *u)
+{
+	u->ev_paused = true;
+	pthread_cond_broadcast(&u->ev_done);
+	while (atomic_load(&u->ev_pause) && !atomic_load(&u->stopping))
+		pthread_cond_wait(&u->ev_wake, &u->ev_lock);
+	u->ev_paused = false;
+}
+
+void upg_evict_pause(struct upg *u)
+{
+	pthread_mutex_lock(&u->ev_lock);
+	atomic_store(&u->ev_pause, true);
+	pthread_cond_signal(&u->ev_wake);
+	while (u->evictor_started && !u->ev_paused)
+		pthread_cond_wait(&u->ev_done, &u->ev_lock);
+	pthread_mutex_unlock(&u->ev_lock);
+}
+
+void upg_evict_resume(struct upg *u)
+{
+	pthread_mutex_lock(&u->ev_lock);
+	atomic_store(&u->ev_pause, false);
+	pthread_cond_broadcast(&u->ev_wake);
+	pthread_mutex_unlock(&u->ev_lock);
+}
+
 static void *evictor_main(void *arg)
 {
 	struct upg *u = arg;
@@ -748,6 +798,10 @@ static void *evictor_main(void *arg)
 	evictor_setup(u);
 	pthread_mutex_lock(&u->ev_lock);
 	while (!atomic_load(&u->stopping)) {
+		if (atomic_load(&u->ev_pause)) {
+			pause_here(u);
+			continue;
+		}
 		atomic_store(&u->ev_idle, true);
 		if (above_low(u) && !atomic_load(&u->overrun) && !stalled) {
 			atomic_store(&u->ev_idle, false);
@@ -782,6 +836,17 @@ static int chunk_staging_init(struct upg *u)
 	return 0;
 }
 
+static int start_evictor(struct upg *u)
+{
+	int err = -pthread_create(&u->evictor, NULL, evictor_main, u);
+
+	if (err)
+		return upg_seterr(err, "cannot start evictor: %s",
+				  strerror(-err));
+	u->evictor_started = true;
+	return 0;
+}
+
 int upg_evict_start(struct upg *u)
 {
 	size_t len = (size_t)(UPG_EVICT_BATCH + 2) << UPG_PAGE_SHIFT;
@@ -803,12 +868,29 @@ int upg_evict_start(struct upg *u)
 	err = chunk_staging_init(u);
 	if (err)
 		return err;
-	err = -pthread_create(&u->evictor, NULL, evictor_main, u);
-	if (err)
-		return upg_seterr(err, "cannot start evictor: %s",
-				  strerror(-err));
-	u->evictor_started = true;
-	return 0;
+	return start_evictor(u);
+}
+
+/*
+ * In a fork child: the evictor did not survive fork(), and the staging
+ * area must be registered on the child's new userfaultfd.
+ */
+int upg_evict_restart(struct upg *u)
+{
+	size_t len = (size_t)UPG_EVICT_BATCH << UPG_PAGE_SHIFT;
+	int err;
+
+	u->evictor_started = false;
+	u->ev_paused = false;
+	atomic_store(&u->ev_pause, false);
+	atomic_store(&u->ev_idle, false);
+	atomic_store(&u->ev_waiters, 0);
+	if (u->staging) {
+		err = upg_uffd_register(u->uffd, u->staging, len, false, true);
+		if (err)
+			return err;
+	}
+	return start_evictor(u);
 }
 
 void upg_evict_stop(struct upg *u)

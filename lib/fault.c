@@ -831,20 +831,14 @@ static int handler_init(struct upg *u, struct upg_handler *h, int cpu)
 	return h->buf && h->zero ? 0 : -ENOMEM;
 }
 
-int upg_fault_start(struct upg *u)
+static int start_handlers(struct upg *u)
 {
-	int cpus[1024];
-	unsigned ncpu = allowed_cpus(cpus, ARRAY_SIZE(cpus));
 	int err;
 
 	atomic_store(&u->active_handlers, u->nhandlers);
 	for (unsigned i = 0; i < u->nhandlers; i++) {
 		struct upg_handler *h = &u->handlers[i];
 
-		err = handler_init(u, h, ncpu ? cpus[i % ncpu] : -1);
-		if (err)
-			return err;
-		h->stats = &u->shards[i];
 		err = -pthread_create(&h->thread, NULL, handler_main, h);
 		if (err)
 			return upg_seterr(err, "cannot start fault handler: %s",
@@ -852,6 +846,37 @@ int upg_fault_start(struct upg *u)
 		h->started = true;
 	}
 	return 0;
+}
+
+int upg_fault_start(struct upg *u)
+{
+	int cpus[1024];
+	unsigned ncpu = allowed_cpus(cpus, ARRAY_SIZE(cpus));
+	int err;
+
+	for (unsigned i = 0; i < u->nhandlers; i++) {
+		struct upg_handler *h = &u->handlers[i];
+
+		err = handler_init(u, h, ncpu ? cpus[i % ncpu] : -1);
+		if (err)
+			return err;
+		h->stats = &u->shards[i];
+	}
+	return start_handlers(u);
+}
+
+/* In a fork child: the handler threads did not survive fork(). */
+int upg_fault_restart(struct upg *u)
+{
+	for (unsigned i = 0; i < u->nhandlers; i++) {
+		struct upg_handler *h = &u->handlers[i];
+
+		h->started = false;
+		atomic_store(&h->parked, false);
+		h->seen_total = total_served(u);
+		h->seen_served = atomic_load(&h->served);
+	}
+	return start_handlers(u);
 }
 
 void upg_fault_stop(struct upg *u)

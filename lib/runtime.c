@@ -338,13 +338,19 @@ static void print_live_stats(void)
 	pthread_mutex_unlock(&live_lock);
 }
 
+static void fork_prepare(void);
+static void fork_parent(void);
+static void fork_child(void);
+
 static void live_add(struct upg *u)
 {
 	pthread_mutex_lock(&live_lock);
 	u->next_live = live;
 	live = u;
-	if (!atexit_done)
+	if (!atexit_done) {
 		atexit_done = atexit(print_live_stats) == 0;
+		pthread_atfork(fork_prepare, fork_parent, fork_child);
+	}
 	pthread_mutex_unlock(&live_lock);
 }
 
@@ -358,6 +364,111 @@ static void live_remove(struct upg *u)
 	if (*pp)
 		*pp = u->next_live;
 	pthread_mutex_unlock(&live_lock);
+}
+
+/* ------------------------------------------------------------------ */
+/* fork()                                                              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Without UFFD_FEATURE_EVENT_FORK a child's copy of a region is no longer
+ * registered, and every evicted page would read as zeros. Rather than serve
+ * the child from the parent's handlers (EVENT_FORK), each child rebuilds
+ * its own runtime: it inherits the page table entries and a copy-on-write
+ * copy of the pool, so all it needs is a userfaultfd of its own and
+ * threads. The parent quiesces first, so that the child's copy is
+ * consistent: the evictor stops between batches, then regions_lock taken
+ * for writing waits for every handler and API call to finish its batch
+ * (none holds a page lock or a pool lock outside it). Readers are
+ * preferred, so a discard whose madvise() waits for a handler to read its
+ * REMOVE event still completes.
+ *
+ * vfork() and posix_spawn() run no atfork handlers; their child shares our
+ * memory and handlers until it execs, which is fine.
+ */
+
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&live_lock);
+	for (struct upg *u = live; u; u = u->next_live) {
+		upg_evict_pause(u);
+		pthread_rwlock_wrlock(&u->regions_lock);
+	}
+}
+
+static void fork_parent(void)
+{
+	for (struct upg *u = live; u; u = u->next_live) {
+		pthread_rwlock_unlock(&u->regions_lock);
+		upg_evict_resume(u);
+	}
+	pthread_mutex_unlock(&live_lock);
+}
+
+static int init_sync(struct upg *u);
+static int open_kernel(struct upg *u);
+
+/* Register every region on the child's new userfaultfd. */
+static int child_register(struct upg *u)
+{
+	struct upg_uffd_caps was = u->caps;
+	int err;
+
+	close(u->uffd);
+	if (u->pagemap_fd >= 0)
+		close(u->pagemap_fd); /* it reads the parent's page tables */
+	u->uffd = u->pagemap_fd = -1;
+	err = open_kernel(u);
+	if (err)
+		return err;
+	if (was.move != u->caps.move || was.wp != u->caps.wp ||
+	    was.wp_async != u->caps.wp_async || was.remove != u->caps.remove)
+		return upg_seterr(-ENOSYS, "userfaultfd features changed");
+	for (size_t i = 0; i < u->nregions && !err; i++)
+		err = upg_uffd_register(u->uffd, u->regions[i]->start,
+					u->regions[i]->len, true, u->caps.wp);
+	return err;
+}
+
+/*
+ * Resident pages lost their write protection in the copy (the child's
+ * regions were not registered), so PAGEMAP_SCAN reports them written and
+ * their stored copies are dropped as for any written page: no clean page
+ * is trusted that was not checked.
+ */
+static int child_rebuild(struct upg *u)
+{
+	int err;
+
+	atomic_store(&u->stopping, false);
+	err = init_sync(u); /* locks other threads may have held */
+	if (!err)
+		err = child_register(u);
+	if (!err)
+		err = upg_evict_restart(u);
+	if (!err)
+		err = upg_fault_restart(u);
+	return err;
+}
+
+/* A child that cannot page must fault loudly, never read zeros. */
+static void child_fence(struct upg *u)
+{
+	upg_err("fork child %d: cannot rebuild the runtime (%s); its managed "
+		"memory is made inaccessible rather than read as zeros",
+		(int)getpid(), upg_last_error());
+	for (size_t i = 0; i < u->nregions; i++)
+		mprotect(u->regions[i]->start, u->regions[i]->len, PROT_NONE);
+}
+
+static void fork_child(void)
+{
+	live_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+	upg_internal_enter();
+	for (struct upg *u = live; u; u = u->next_live)
+		if (child_rebuild(u))
+			child_fence(u);
+	upg_internal_leave();
 }
 
 /* ------------------------------------------------------------------ */

@@ -75,6 +75,8 @@ struct upg {
 	_Atomic bool ev_idle;
 	_Atomic unsigned long ev_rounds; /* completed batches and sleeps */
 	_Atomic unsigned ev_waiters;	 /* threads in upg_evict_wait() */
+	_Atomic bool ev_pause;		 /* fork() under way: stay idle */
+	bool ev_paused;			 /* and idle now; under ev_lock */
 	size_t hand_region;		 /* clock hand, evictor-private */
 	size_t hand_idx;
 	char *staging;	     /* UPG_EVICT_BATCH pages, registered WP-only */
@@ -160,8 +162,14 @@ void upg_internal_leave(void);
 int upg_fault_start(struct upg *u);
 void upg_fault_stop(struct upg *u);
 
+int upg_fault_restart(struct upg *u);
+
 /* The evictor (evict.c). */
 int upg_evict_start(struct upg *u);
+int upg_evict_restart(struct upg *u);
+/* Hold the evictor between batches (fork), and let it go again. */
+void upg_evict_pause(struct upg *u);
+void upg_evict_resume(struct upg *u);
 void upg_evict_stop(struct upg *u);
 void upg_evict_kick(struct upg *u);
 /*

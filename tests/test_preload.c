@@ -168,22 +168,22 @@ Test(preload, falls_back_to_glibc_with_one_error_line)
 	cr_assert_null(strstr(fb + 1, FALLBACK), "said twice:\n%s", r.out);
 }
 
-TestSuite(fork, .timeout = 300);
+TestSuite(preload_fork, .timeout = 300);
 
 /* Needs the runtime's fork support: without it the child reads zeros. */
-Test(fork, child_verifies_oversubscribed_heap)
+Test(preload_fork, child_verifies_oversubscribed_heap)
 {
 	const char *const env[] = { "UPG_BUDGET=16M", NULL };
 
 	preload_ok(BIN("preload-fork"), "oversub", env);
 }
 
-Test(fork, fork_while_other_threads_allocate)
+Test(preload_fork, fork_while_other_threads_allocate)
 {
 	preload_ok(BIN("preload-fork"), "threads", NULL);
 }
 
-Test(fork, posix_spawn_vfork_system_popen)
+Test(preload_fork, posix_spawn_vfork_system_popen)
 {
 	preload_ok(BIN("preload-fork"), "spawn", NULL);
 }
