@@ -56,6 +56,12 @@ struct upg_params {
 	bool stats;	   /* UPG_STATS: print statistics at exit */
 	int log_level;	   /* UPG_LOG: 0 errors, 1 warnings, 2 info, 3 debug */
 	bool use_remap;	   /* UPG_REMAP: evict scattered pages with mremap */
+	/* UPG_SWAP_FILE: file, directory or block device; "" = an unlinked
+	 * file in $TMPDIR or /var/tmp; "off" = no swap tier */
+	char swap_file[256];
+	size_t swap_max;	 /* UPG_SWAP_MAX: file size limit, 0 = none */
+	bool swap_direct;	 /* UPG_SWAP_DIRECT: O_DIRECT swap I/O */
+	unsigned swap_readahead; /* UPG_SWAP_READAHEAD: pages, 1 = off */
 };
 
 /**

@@ -255,28 +255,63 @@ static void count_store(struct upg *u, int kind)
  * Store @page (the victim's contents, now out of reach of the program) and
  * return the evicted entry, or a negative errno when the pool is full.
  */
+/* Whether the page still equals its stored copy (pool or swap slot). */
+static bool still_clean(struct upg *u, uint64_t old, const void *page)
+{
+	uint64_t where = pte_payload(old);
+
+	if (old & PTE_SWAP)
+		return upg_swap_matches(u->swap, where, page);
+	return upg_pool_equal(u->pool, where, page);
+}
+
+/*
+ * The pool is full: write the page straight to the swap file. One page,
+ * synchronously; rare, because write-back keeps room in the pool.
+ */
+static int64_t store_swap(struct upg *u, const void *page)
+{
+	struct upg_stat_shard *st = upg_evictor_stats(u);
+	void *pages[1] = { (void *)page };
+	uint64_t slot;
+
+	if (!u->swap || !u->ev_io || upg_swap_failing(u->swap))
+		return -ENOSPC;
+	if (upg_swap_write(u->swap, u->ev_io, st, pages, 1, &slot))
+		return -ENOSPC;
+	upg_stat_inc(st, UPG_STAT_swap_direct);
+	return (int64_t)pte_make(PTE_EVICTED, PTE_COPY | PTE_SWAP, slot);
+}
+
 static int64_t store_page(struct upg *u, struct victim *v, const void *page)
 {
+	struct upg_stat_shard *st = upg_evictor_stats(u);
 	uint64_t handle = pte_payload(v->old);
 	int kind;
 
 	if (v->old & PTE_COPY) {
-		if (upg_pool_equal(u->pool, handle, page)) {
-			upg_stat_inc(upg_evictor_stats(u),
-				     UPG_STAT_evict_clean_drop);
-			return (int64_t)pte_make(PTE_EVICTED, PTE_COPY, handle);
+		if (still_clean(u, v->old, page)) {
+			upg_stat_inc(st, v->old & PTE_SWAP
+						 ? UPG_STAT_swap_clean_drop
+						 : UPG_STAT_evict_clean_drop);
+			return (int64_t)(v->old & ~(PTE_STATE | PTE_REF)) |
+			       (int64_t)PTE_EVICTED;
 		}
-		upg_stat_inc(upg_evictor_stats(u), UPG_STAT_evict_clean_raced);
+		upg_stat_inc(st, UPG_STAT_evict_clean_raced);
 		upg_page_drop_copy(u, v->old);
-		v->old &= ~PTE_COPY;
+		v->old &= ~(PTE_COPY | PTE_SWAP);
 	}
 	kind = upg_pool_store(u->pool, page, &handle);
 	if (kind < 0) {
-		upg_stat_inc(upg_evictor_stats(u), UPG_STAT_evict_pool_full);
-		return kind;
+		int64_t e = store_swap(u, page);
+
+		if (e < 0)
+			upg_stat_inc(st, UPG_STAT_evict_pool_full);
+		return e;
 	}
 	count_store(u, kind);
-	return (int64_t)pte_make(PTE_EVICTED, PTE_COPY, handle);
+	/* REF on an evicted entry: stored recently, spared by write-back. */
+	return (int64_t)pte_make(PTE_EVICTED, PTE_COPY | PTE_REF, handle);
 }
 
 static void keep_resident(struct upg *u, struct victim *v)
@@ -672,6 +707,156 @@ static size_t chunk_group(const struct victim *v, size_t i, size_t n)
 }
 
 /* ------------------------------------------------------------------ */
+/* Write-back: the pool's coldest entries to the swap file             */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Like zswap's writeback: when the pool's objects pass 7/8 of its limit,
+ * evicted entries are decompressed and written to the swap file in
+ * batches, in address order (so readahead finds neighbours together),
+ * sparing entries stored since the hand last passed (REF, set at store).
+ * Same-filled entries take no pool space and stay.
+ *
+ * Faults never wait for these writes: an entry stays unlocked, in the
+ * pool, while its page is written; afterwards it switches to its slot only
+ * if nothing touched it meanwhile (else the slot is freed again).
+ */
+
+struct wb_entry {
+	struct upg_region *r;
+	size_t idx;
+	uint64_t old;
+};
+
+static bool pool_above(struct upg *u, unsigned eighths)
+{
+	struct upg_pool_stats ps;
+
+	upg_pool_get_stats(u->pool, &ps);
+	return ps.compressed_bytes > ps.max_bytes / 8 * eighths;
+}
+
+/* Whether entry @v is a write-back candidate; clears REF (second chance). */
+static bool wb_candidate(upg_pte_t *p, uint64_t v)
+{
+	if (pte_state(v) != PTE_EVICTED || (v & (PTE_SWAP | PTE_LOCK)) ||
+	    !(v & PTE_COPY) || upg_pool_kind(pte_payload(v)) == UPG_POOL_SAME)
+		return false;
+	if (v & PTE_REF) {
+		atomic_fetch_and_explicit(p, ~PTE_REF, memory_order_relaxed);
+		return false;
+	}
+	return true;
+}
+
+/* Lock, decompress into slot @n of wb_buf, unlock. */
+static bool wb_take(struct upg *u, struct upg_region *r, size_t idx,
+		    struct wb_entry *e, size_t n)
+{
+	uint64_t v;
+	bool ok;
+
+	if (!pte_trylock(&r->pte[idx], &v))
+		return false;
+	ok = wb_candidate(&r->pte[idx], v) &&
+	     !upg_pool_load(u->pool, pte_payload(v),
+			    u->wb_buf + (n << UPG_PAGE_SHIFT));
+	upg_page_publish(u, r, idx, pte_state(v), v);
+	*e = (struct wb_entry){ r, idx, v };
+	return ok;
+}
+
+/* Collect up to UPG_WB_BATCH candidates from the hand on. */
+static size_t wb_select(struct upg *u, struct wb_entry *e)
+{
+	size_t n = 0, budget = 0;
+
+	for (size_t i = 0; i < u->nregions; i++)
+		budget += 2 * u->regions[i]->npages;
+	while (n < UPG_WB_BATCH && budget) {
+		struct upg_region *r;
+		size_t c;
+
+		if (u->wb_region >= u->nregions)
+			u->wb_region = 0;
+		r = u->regions[u->wb_region];
+		if (u->wb_idx >= r->npages) {
+			u->wb_region++;
+			u->wb_idx = 0;
+			continue;
+		}
+		c = u->wb_idx >> UPG_CHUNK_SHIFT;
+		if (atomic_load(&r->chunk_used[c]) ==
+		    atomic_load(&r->chunk_res[c])) { /* nothing evicted */
+			budget -= MIN(budget, UPG_CHUNK_PAGES);
+			u->wb_idx = (c + 1) << UPG_CHUNK_SHIFT;
+			continue;
+		}
+		budget--;
+		if (wb_candidate(&r->pte[u->wb_idx],
+				 atomic_load(&r->pte[u->wb_idx])) &&
+		    wb_take(u, r, u->wb_idx, &e[n], n))
+			n++;
+		u->wb_idx++;
+	}
+	return n;
+}
+
+/* Switch an entry to its slot if it is unchanged; else free the slot. */
+static bool wb_publish(struct upg *u, struct wb_entry *e, uint64_t slot)
+{
+	upg_pte_t *p = &e->r->pte[e->idx];
+	uint64_t v;
+
+	if (!pte_trylock(p, &v)) {
+		upg_swap_free(u->swap, slot);
+		return false;
+	}
+	if ((v & ~PTE_REF) != (e->old & ~PTE_REF)) {
+		upg_page_publish(u, e->r, e->idx, pte_state(v), v);
+		upg_swap_free(u->swap, slot);
+		return false;
+	}
+	upg_pool_free(u->pool, pte_payload(v));
+	upg_page_publish(u, e->r, e->idx, PTE_EVICTED,
+			 pte_make(PTE_EVICTED, PTE_COPY | PTE_SWAP, slot));
+	return true;
+}
+
+/* One write-back batch. Return: entries moved to the file. */
+static size_t writeback_batch(struct upg *u)
+{
+	struct wb_entry e[UPG_WB_BATCH];
+	void *pages[UPG_WB_BATCH];
+	uint64_t slots[UPG_WB_BATCH];
+	size_t n, done = 0;
+
+	pthread_rwlock_rdlock(&u->regions_lock);
+	n = u->nregions ? wb_select(u, e) : 0;
+	for (size_t i = 0; i < n; i++)
+		pages[i] = u->wb_buf + (i << UPG_PAGE_SHIFT);
+	if (n)
+		upg_swap_write(u->swap, u->ev_io, upg_evictor_stats(u), pages,
+			       (unsigned)n, slots);
+	for (size_t i = 0; i < n; i++)
+		done += slots[i] && wb_publish(u, &e[i], slots[i]);
+	pthread_rwlock_unlock(&u->regions_lock);
+	upg_stat_add(upg_evictor_stats(u), UPG_STAT_swap_writeback, done);
+	return done;
+}
+
+/* Write back until the pool is under 3/4 of its limit. */
+static void writeback(struct upg *u)
+{
+	if (!u->swap || !u->ev_io || !pool_above(u, 7))
+		return;
+	while (pool_above(u, 6) && !atomic_load(&u->stopping) &&
+	       !atomic_load(&u->ev_pause) && !upg_swap_failing(u->swap))
+		if (!writeback_batch(u))
+			break;
+}
+
+/* ------------------------------------------------------------------ */
 /* Passes                                                              */
 /* ------------------------------------------------------------------ */
 
@@ -719,8 +904,10 @@ static bool evict_pass(struct upg *u)
 {
 	bool progress = false;
 
+	writeback(u);
 	while (above_high(u) && !atomic_load(&u->stopping) &&
 	       !atomic_load(&u->ev_pause)) {
+		writeback(u);
 		if (!evict_batch(u))
 			break;
 		progress = true;
@@ -836,6 +1023,23 @@ static int chunk_staging_init(struct upg *u)
 	return 0;
 }
 
+/* The evictor's ring and write-back staging, when there is a swap tier. */
+static int swap_init(struct upg *u)
+{
+	int err;
+
+	if (!u->swap)
+		return 0;
+	u->wb_buf = upg_map((size_t)UPG_WB_BATCH << UPG_PAGE_SHIFT);
+	if (!u->wb_buf)
+		return upg_seterr(-ENOMEM, "cannot map write-back buffer");
+	err = upg_io_create(UPG_WB_BATCH, &u->ev_io);
+	if (err)
+		return upg_seterr(err, "swap file: cannot set up io_uring: %s",
+				  strerror(-err));
+	return 0;
+}
+
 static int start_evictor(struct upg *u)
 {
 	int err = -pthread_create(&u->evictor, NULL, evictor_main, u);
@@ -866,6 +1070,8 @@ int upg_evict_start(struct upg *u)
 			return err;
 	}
 	err = chunk_staging_init(u);
+	if (!err)
+		err = swap_init(u);
 	if (err)
 		return err;
 	return start_evictor(u);
@@ -890,6 +1096,13 @@ int upg_evict_restart(struct upg *u)
 		if (err)
 			return err;
 	}
+	if (u->ev_io) { /* its rings are shared with the parent's */
+		upg_io_destroy(u->ev_io);
+		u->ev_io = NULL;
+		err = upg_io_create(UPG_WB_BATCH, &u->ev_io);
+		if (err)
+			return err;
+	}
 	return start_evictor(u);
 }
 
@@ -908,4 +1121,8 @@ void upg_evict_stop(struct upg *u)
 							   << UPG_PAGE_SHIFT);
 		u->staging = NULL;
 	}
+	upg_io_destroy(u->ev_io);
+	u->ev_io = NULL;
+	upg_unmap(u->wb_buf, (size_t)UPG_WB_BATCH << UPG_PAGE_SHIFT);
+	u->wb_buf = NULL;
 }

@@ -55,7 +55,11 @@ struct run {
 
 void upg_page_drop_copy(struct upg *u, uint64_t val)
 {
-	if (val & PTE_COPY)
+	if (!(val & PTE_COPY))
+		return;
+	if (val & PTE_SWAP)
+		upg_swap_free(u->swap, pte_payload(val));
+	else
 		upg_pool_free(u->pool, pte_payload(val));
 }
 
@@ -65,7 +69,7 @@ static uint64_t apply_zap(struct upg *u, uint64_t val)
 	upg_page_drop_copy(u, val);
 	if (pte_state(val) == PTE_EVICTED)
 		return PTE_UNTOUCHED;
-	return val & ~(PTE_COPY | (~0ULL << PTE_PAYLOAD_SHIFT));
+	return val & ~(PTE_COPY | PTE_SWAP | (~0ULL << PTE_PAYLOAD_SHIFT));
 }
 
 void upg_page_publish(struct upg *u, struct upg_region *r, size_t idx,
@@ -170,10 +174,10 @@ static void grow_run(struct upg *u, struct run *run, size_t max, uint64_t state)
 		uint64_t v = atomic_load_explicit(&pte[run->n],
 						  memory_order_relaxed);
 
-		if (pte_state(v) != state || (v & PTE_LOCK) ||
+		if (pte_state(v) != state || (v & (PTE_LOCK | PTE_SWAP)) ||
 		    !pte_trylock(&pte[run->n], &v))
 			break;
-		if (pte_state(v) != state) {
+		if (pte_state(v) != state || (v & PTE_SWAP)) {
 			/* Publish, not store: keeps a WAIT set meanwhile. */
 			upg_page_publish(u, run->r, run->idx + run->n,
 					 pte_state(v), v);
@@ -390,24 +394,153 @@ static void restore_failed(struct upg_handler *h, struct run *run)
 			(void *)addr);
 }
 
+/* ------------------------------------------------------------------ */
+/* Swap-in                                                             */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Readahead window: like fault-around, it doubles while swap faults are
+ * sequential (each one a readahead hit: the previous window was used up)
+ * up to UPG_SWAP_READAHEAD, and falls back to one page on a random fault
+ * (a miss). Pages read ahead are installed like the faulting one.
+ */
+static size_t swap_window(struct upg_handler *h, struct upg_region *r,
+			  size_t idx)
+{
+	size_t last = atomic_load_explicit(&r->last_idx, memory_order_relaxed);
+	unsigned w = atomic_load_explicit(&r->window, memory_order_relaxed);
+
+	if (idx == last + 1) {
+		upg_stat_add(h->stats, UPG_STAT_swap_ra_hits, w > 1);
+		w = MIN(w * 2, h->u->p.swap_readahead);
+	} else {
+		upg_stat_add(h->stats, UPG_STAT_swap_ra_misses, w > 1);
+		w = 1;
+	}
+	atomic_store_explicit(&r->window, w, memory_order_relaxed);
+	return MIN((size_t)w, r->npages - idx);
+}
+
+/* Whether @v is swapped in slot @slot (the next one of a readahead run). */
+static bool swapped_in(uint64_t v, uint64_t slot)
+{
+	return pte_state(v) == PTE_EVICTED && (v & PTE_SWAP) &&
+	       (v & PTE_COPY) && pte_payload(v) == slot;
+}
+
+/* Extend a swap run over neighbours in consecutive slots. */
+static void grow_swap_run(struct upg *u, struct run *run, size_t max)
+{
+	upg_pte_t *pte = run->r->pte + run->idx;
+	uint64_t slot = pte_payload(run->old[0]);
+
+	while (run->n < max) {
+		uint64_t v = atomic_load_explicit(&pte[run->n],
+						  memory_order_relaxed);
+
+		if (!swapped_in(v, slot + run->n) || (v & PTE_LOCK) ||
+		    !pte_trylock(&pte[run->n], &v))
+			break;
+		if (!swapped_in(v, slot + run->n)) {
+			upg_page_publish(u, run->r, run->idx + run->n,
+					 pte_state(v), v);
+			break;
+		}
+		run->old[run->n++] = v;
+	}
+}
+
+/*
+ * Read the run's pages into h->buf in one request; if that fails, the
+ * faulting page alone. Return: 0, or -errno if the faulting page failed.
+ */
+static int read_run(struct upg_handler *h, struct run *run)
+{
+	struct upg *u = h->u;
+	uint64_t slot = pte_payload(run->old[0]);
+	int err = 0;
+
+	if (!h->io)
+		err = upg_io_create((unsigned)MIN(u->p.swap_readahead, 64),
+				    &h->io);
+	if (!err)
+		err = upg_swap_read(u->swap, h->io, slot, (unsigned)run->n,
+				    h->buf);
+	if (err && run->n > 1 && h->io) {
+		release_run(u, run, 1);
+		err = upg_swap_read(u->swap, h->io, slot, 1, h->buf);
+	}
+	return err;
+}
+
+/*
+ * A swapped page cannot be read back: its data is lost. It must not read
+ * as zeros: poison it (the access raises SIGBUS), and say which page and
+ * slot, and why.
+ */
+static void swap_failed(struct upg_handler *h, struct run *run, int err)
+{
+	char *addr = region_addr(run->r, run->idx);
+
+	upg_stat_inc(h->stats, UPG_STAT_swap_read_errors);
+	upg_err("swap file %s: cannot read back page %p from slot %llu: %s; "
+		"the page's contents are lost",
+		upg_swap_name(h->u->swap), (void *)addr,
+		(unsigned long long)pte_payload(run->old[0]),
+		err == -EBADMSG	  ? "its data does not match its checksum"
+		: err == -ENODATA ? "short read"
+				  : strerror(-err));
+	upg_uncharge(h->u, (long)run->n);
+	release_run(h->u, run, 0);
+	if (upg_uffd_poison(h->u->uffd, addr, UPG_PAGE_SIZE) < 0)
+		upg_err("cannot poison %p (no UFFDIO_POISON): the faulting "
+			"thread stays blocked",
+			(void *)addr);
+}
+
+static void count_swapin(struct upg_handler *h, size_t k, uint64_t t0)
+{
+	upg_stat_inc(h->stats, UPG_STAT_fault_swap);
+	upg_stat_add(h->stats, UPG_STAT_refault, k);
+	upg_stat_add(h->stats, UPG_STAT_swap_ra_pages, k - 1);
+	upg_stat_time(h->stats, UPG_HIST_swap, upg_now_ns() - t0);
+}
+
+/* Lock the neighbours to restore with the faulting page, and charge. */
+static void gather(struct upg_handler *h, struct run *run, bool swapped)
+{
+	struct upg *u = h->u;
+
+	if (swapped)
+		grow_swap_run(u, run, swap_window(h, run->r, run->idx));
+	else
+		grow_run(u, run, fault_window(u, run->r, run->idx),
+			 PTE_EVICTED);
+	release_run(u, run, (size_t)charge_or_wait(h, (long)run->n));
+}
+
 static void resolve_evicted(struct upg_handler *h, struct run *run, bool write,
 			    uint64_t t0)
 {
 	struct upg *u = h->u;
 	uint64_t val[UPG_CLUSTER_MAX];
 	uint64_t first = run->old[0];
+	bool swapped = first & PTE_SWAP;
 	size_t n, k;
 	long ret;
+	int err;
 
-	grow_run(u, run, fault_window(u, run->r, run->idx), PTE_EVICTED);
-	release_run(u, run, (size_t)charge_or_wait(h, (long)run->n));
+	gather(h, run, swapped);
 	if (!run->n) {
 		upg_uffd_wake(u->uffd, region_addr(run->r, run->idx),
 			      UPG_PAGE_SIZE);
 		return;
 	}
 	n = run->n;
-	if (load_run(h, run) < 0)
+	err = swapped ? read_run(h, run) : load_run(h, run);
+	if (err < 0 && swapped)
+		return swap_failed(h, run, err);
+	if (err < 0)
 		return restore_failed(h, run);
 	upg_uncharge(u, (long)(n - run->n));
 	entries_after_load(u, run, write, val);
@@ -419,7 +552,10 @@ static void resolve_evicted(struct upg_handler *h, struct run *run, bool write,
 	for (size_t i = 0; i < k; i++)
 		if (!(val[i] & PTE_COPY))
 			upg_page_drop_copy(u, run->old[i]);
-	count_restore(h, first, k, t0);
+	if (swapped)
+		count_swapin(h, k, t0);
+	else
+		count_restore(h, first, k, t0);
 }
 
 /*
@@ -820,13 +956,18 @@ static unsigned allowed_cpus(int *cpus, unsigned max)
 	return n;
 }
 
+static size_t buf_bytes(struct upg *u)
+{
+	return (size_t)MAX(u->p.cluster, u->p.swap_readahead) << UPG_PAGE_SHIFT;
+}
+
 static int handler_init(struct upg *u, struct upg_handler *h, int cpu)
 {
 	size_t len = (size_t)u->p.cluster << UPG_PAGE_SHIFT;
 
 	h->u = u;
 	h->cpu = cpu;
-	h->buf = upg_map(len);
+	h->buf = upg_map(buf_bytes(u));
 	h->zero = upg_map(len);
 	return h->buf && h->zero ? 0 : -ENOMEM;
 }
@@ -873,6 +1014,8 @@ int upg_fault_restart(struct upg *u)
 
 		h->started = false;
 		atomic_store(&h->parked, false);
+		upg_io_destroy(h->io); /* shared with the parent: made anew */
+		h->io = NULL;
 		h->seen_total = total_served(u);
 		h->seen_served = atomic_load(&h->served);
 	}
@@ -892,7 +1035,8 @@ void upg_fault_stop(struct upg *u)
 			pthread_cancel(h->thread);
 			pthread_join(h->thread, NULL);
 		}
-		upg_unmap(h->buf, (size_t)u->p.cluster << UPG_PAGE_SHIFT);
+		upg_unmap(h->buf, buf_bytes(u));
+		upg_io_destroy(h->io);
 		upg_unmap(h->zero, (size_t)u->p.cluster << UPG_PAGE_SHIFT);
 	}
 }

@@ -51,6 +51,15 @@
 	  "track clean pages with async write-protect")			\
 	X(REMOVE_EVENTS, use_remove, bool, "on",			\
 	  "follow the program's madvise(DONTNEED)")			\
+	X(SWAP_FILE, swap_file, path, "",				\
+	  "swap file, directory or device; empty = unlinked "		\
+	  "file in $TMPDIR or /var/tmp; off = none")			\
+	X(SWAP_MAX, swap_max, size, "0",				\
+	  "swap file size limit; 0 = the file system's")		\
+	X(SWAP_DIRECT, swap_direct, bool, "on",				\
+	  "O_DIRECT swap I/O (no page cache)")				\
+	X(SWAP_READAHEAD, swap_readahead, uint, "32",			\
+	  "swap-in readahead, pages, power of two 1-256; 1 = off")	\
 	X(STATS, stats, bool, "off",					\
 	  "print statistics at exit")					\
 	X(LOG, log_level, level, "1",					\
@@ -74,6 +83,7 @@ enum opt_id {
 #define ctype_uint unsigned
 #define ctype_bool bool
 #define ctype_level int
+#define ctype_path char *
 #define OPT_CHECK(n, f, t, d, h)					\
 	_Static_assert(_Generic(((struct upg_params *)0)->f,		\
 				ctype_##t: 1, default: 0),		\
@@ -103,8 +113,12 @@ struct opt {
 	const char *help;
 };
 
-static opt_parse_fn parse_size, parse_uint, parse_bool, parse_level;
-static opt_format_fn format_size, format_uint, format_bool, format_level;
+static opt_parse_fn parse_size, parse_uint, parse_bool, parse_level,
+	parse_path;
+static opt_format_fn format_size, format_uint, format_bool, format_level,
+	format_path;
+
+#define PATH_MAX_LEN sizeof(((struct upg_params *)0)->swap_file)
 
 /* clang-format off */
 static const struct opt opts[OPT_NR] = {
@@ -271,6 +285,19 @@ static int parse_level(const char *name, const char *s, void *field)
 	return bad_value(name, s, LEVEL_FORMS);
 }
 
+static int parse_path(const char *name, const char *s, void *field)
+{
+	char forms[64];
+
+	if (strlen(s) < PATH_MAX_LEN) {
+		memcpy(field, s, strlen(s) + 1);
+		return 0;
+	}
+	snprintf(forms, sizeof(forms), "a path of at most %zu bytes",
+		 PATH_MAX_LEN - 1);
+	return bad_value(name, s, forms);
+}
+
 int upg_opt_parse_size(const char *s, size_t *out)
 {
 	if (!s || !out)
@@ -336,6 +363,11 @@ static void format_bool(const void *field, char *buf, size_t len)
 static void format_level(const void *field, char *buf, size_t len)
 {
 	snprintf(buf, len, "%d", *(const int *)field);
+}
+
+static void format_path(const void *field, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s", (const char *)field);
 }
 
 size_t upg_opt_phys_mem(void)
@@ -496,6 +528,17 @@ static int check_counts(const struct upg_params *p)
 				  "UPG_CLUSTER: must be a power of two from 1 "
 				  "to 256 (got %u)",
 				  c);
+	c = p->swap_readahead;
+	if (!c || c > 256 || (c & (c - 1)))
+		return upg_seterr(-EINVAL,
+				  "UPG_SWAP_READAHEAD: must be a power of two "
+				  "from 1 to 256 (got %u)",
+				  c);
+	if (p->swap_max && p->swap_max < (1UL << 20))
+		return upg_seterr(-EINVAL,
+				  "UPG_SWAP_MAX: must be 0 (no limit) or at "
+				  "least 1M (got %zu)",
+				  p->swap_max);
 	if (p->handlers > 1024)
 		return upg_seterr(
 			-EINVAL,

@@ -34,7 +34,8 @@
  *   bit  4    WAIT: a fault was deferred while locked; wake on unlock
  *   bit  5    REF: referenced since the clock last passed
  *   bit  6    ZAP: the program discarded the page while it was locked
- *   bit  7    reserved (swap tier)
+ *   bit  7    SWAP: with COPY, the payload is a swap file slot, not a
+ *             pool handle
  *   bits 8-63 payload
  */
 #define PTE_STATE 3ULL
@@ -46,6 +47,7 @@
 #define PTE_WAIT (1ULL << 4)
 #define PTE_REF (1ULL << 5)
 #define PTE_ZAP (1ULL << 6)
+#define PTE_SWAP (1ULL << 7)
 #define PTE_PAYLOAD_SHIFT 8
 
 #define UPG_CHUNK_SHIFT 9 /* 512 pages = 2 MiB per chunk */

@@ -14,6 +14,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -301,6 +302,10 @@ static void fill_gauges(struct upg *u, struct upg_stats *s)
 	s->pool_compressed_bytes = ps.compressed_bytes;
 	s->pool_used_bytes = ps.used_bytes;
 	s->pool_max_bytes = ps.max_bytes;
+	if (u->swap) {
+		s->swap_slots_used = upg_swap_used(u->swap);
+		s->swap_file_bytes = upg_swap_file_bytes(u->swap);
+	}
 }
 
 int upg_stats_get(struct upg *u, struct upg_stats *s)
@@ -393,6 +398,8 @@ static void fork_prepare(void)
 	for (struct upg *u = live; u; u = u->next_live) {
 		upg_evict_pause(u);
 		pthread_rwlock_wrlock(&u->regions_lock);
+		if (u->swap)
+			upg_swap_fork(u->swap); /* the child's references */
 	}
 }
 
@@ -477,11 +484,11 @@ static void fork_child(void)
 
 static void describe_features(struct upg *u)
 {
-	snprintf(u->features, sizeof(u->features), "%s%s%s%s%s handlers=%u",
+	snprintf(u->features, sizeof(u->features), "%s%s%s%s%s%s handlers=%u",
 		 u->caps.move ? "move" : "copy-evict", u->remap ? " remap" : "",
 		 u->caps.wp_async ? " wp_async" : " all-dirty",
 		 u->caps.remove ? " remove" : "", u->caps.wp ? " wp" : "",
-		 u->nhandlers);
+		 u->swap ? " swap" : "", u->nhandlers);
 }
 
 static int resolve_params(struct upg *u, const struct upg_params *p)
@@ -533,6 +540,14 @@ static int open_kernel(struct upg *u)
 	return 0;
 }
 
+static int open_swap(struct upg *u)
+{
+	if (!strcasecmp(u->p.swap_file, "off"))
+		return 0;
+	return upg_swap_open(u->p.swap_file, u->p.swap_max, u->p.swap_direct,
+			     &u->swap);
+}
+
 static int alloc_threads(struct upg *u)
 {
 	u->nhandlers = u->p.handlers;
@@ -574,6 +589,8 @@ static int create(const struct upg_params *p, struct upg **out)
 		err = open_kernel(u);
 	if (!err)
 		err = upg_pool_create(u->p.pool_max, &u->pool);
+	if (!err)
+		err = open_swap(u);
 	if (err)
 		goto err_destroy;
 	atomic_store(&u->budget, (long)(u->p.budget >> UPG_PAGE_SHIFT));
@@ -621,6 +638,7 @@ void upg_destroy(struct upg *u)
 		upg_release(u, u->regions[0]->start);
 	upg_unmap(u->regions, u->regions_cap * sizeof(*u->regions));
 	upg_pool_destroy(u->pool);
+	upg_swap_close(u->swap);
 	if (u->uffd >= 0)
 		close(u->uffd);
 	if (u->pagemap_fd >= 0)

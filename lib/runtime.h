@@ -24,12 +24,14 @@
 #include "common.h"
 #include "pool.h"
 #include "region.h"
+#include "swap.h"
 #include "stats.h"
 #include "uffd.h"
 
 #define UPG_EVICT_BATCH 128
 #define UPG_CLUSTER_MAX 256
 #define UPG_SELF_ZAP_RING 64
+#define UPG_WB_BATCH 64
 
 struct upg_handler {
 	struct upg *u;
@@ -41,7 +43,8 @@ struct upg_handler {
 	uint64_t seen_total;	 /* all handlers' faults at the last check */
 	uint64_t seen_served;	 /* ours at the last check */
 	struct upg_stat_shard *stats;
-	char *buf;  /* cluster pages: decompression target */
+	struct upg_io *io; /* swap-in ring, made on first use */
+	char *buf;  /* max(cluster, readahead) pages: restore target */
 	char *zero; /* cluster pages of zeros, never written */
 };
 
@@ -51,6 +54,7 @@ struct upg {
 	int uffd;
 	int pagemap_fd;
 	struct upg_pool *pool;
+	struct upg_swap *swap; /* NULL: no swap tier */
 
 	pthread_rwlock_t regions_lock;
 	struct upg_region **regions; /* sorted by address */
@@ -83,6 +87,10 @@ struct upg {
 	char *chunk_area;    /* 3 chunks of address space, for: */
 	char *chunk_staging; /* one 2 MiB-aligned chunk, for mremap */
 	bool remap;	     /* evict scattered pages with mremap */
+	struct upg_io *ev_io; /* the evictor's ring (swap writes) */
+	char *wb_buf;	      /* UPG_WB_BATCH pages: write-back staging */
+	size_t wb_region;     /* write-back hand, evictor-private */
+	size_t wb_idx;
 	/*
 	 * Copy fallback: ranges the evictor zapped itself whose REMOVE event
 	 * no handler has consumed yet. madvise() returns once its event is

@@ -366,10 +366,14 @@ Test(runtime, resident_never_exceeds_budget)
 	upg_destroy(u);
 }
 
-/* A full pool: the resident set overruns the budget, nothing is lost. */
+/*
+ * A full pool and no swap file: the resident set overruns the budget,
+ * nothing is lost.
+ */
 Test(runtime, full_pool_overruns_budget_without_loss)
 {
-	static const char *const opts[] = { "POOL_MAX=2M", NULL };
+	static const char *const opts[] = { "POOL_MAX=2M", "SWAP_FILE=off",
+					    NULL };
 	struct upg *u = t_runtime(4 * MiB, opts);
 	size_t n = 16 * MiB / PAGE;
 	char *m = t_region(u, 16 * MiB);

@@ -46,6 +46,19 @@
 	X(discard_pages,	"pages discarded")			\
 	X(remove_events,	"UFFD_EVENT_REMOVE messages (program madvise)") \
 	X(budget_overruns,	"pages installed beyond the budget (pool full)") \
+	X(fault_swap,		"faults resolved from the swap file")	\
+	X(swap_ra_pages,	"neighbour pages read ahead from the swap file") \
+	X(swap_ra_hits,		"swap faults continuing a sequential readahead") \
+	X(swap_ra_misses,	"swap faults breaking the sequence (window reset)") \
+	X(swap_writes,		"pages written to the swap file")	\
+	X(swap_writeback,	"pool entries written back to the swap file") \
+	X(swap_direct,		"evicted pages written straight to the file") \
+	X(swap_clean_drop,	"clean pages dropped, their slot still valid") \
+	X(swap_err_nospc,	"swap writes failed: no space (ENOSPC/EDQUOT)") \
+	X(swap_err_io,		"swap writes failed: I/O error")	\
+	X(swap_err_short,	"swap writes failed: short write")	\
+	X(swap_err_other,	"swap writes failed: other errors")	\
+	X(swap_read_errors,	"swap reads failed or corrupt (page lost)") \
 	X(resident,		"gauge: resident pages (incl. staging)") \
 	X(resident_peak,	"gauge: peak resident pages")		\
 	X(budget,		"gauge: budget in pages")		\
@@ -54,7 +67,9 @@
 	X(pool_stored_bytes,	"gauge: uncompressed bytes held in the pool") \
 	X(pool_compressed_bytes,"gauge: compressed bytes in pool objects") \
 	X(pool_used_bytes,	"gauge: bytes of pool memory allocated") \
-	X(pool_max_bytes,	"gauge: pool size limit")
+	X(pool_max_bytes,	"gauge: pool size limit")			\
+	X(swap_slots_used,	"gauge: swap file slots in use")	\
+	X(swap_file_bytes,	"gauge: swap file size")
 /* clang-format on */
 
 /* Fault kinds with a latency histogram each. */
@@ -63,7 +78,9 @@
 	X(zero,	"zero-fill fault")					\
 	X(pool,	"pool-hit fault")					\
 	X(same,	"same-filled fault")					\
-	X(evict,	"eviction batch")
+	X(swap,	"swap-in fault")					\
+	X(evict,	"eviction batch")					\
+	X(swap_write,	"swap file write batch")
 /* clang-format on */
 
 /* Histogram bucket i holds samples in [2^i, 2^(i+1)) nanoseconds. */

@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Block I/O through io_uring: the only seam to liburing. A ring belongs to
+ * one thread at a time (each fault handler and the evictor own one), so it
+ * needs no lock.
+ */
+#ifndef UPG_IO_H
+#define UPG_IO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct upg_io;
+
+/* One transfer: @len bytes between @buf and file offset @off. */
+struct upg_io_op {
+	void *buf;
+	size_t len;
+	uint64_t off;
+	int res; /* out: 0, or -errno (-ENODATA: a short transfer) */
+};
+
+/*
+ * upg_io_create() - a ring with @depth entries
+ * Return: 0, or -errno (-ENOSYS/-EPERM when io_uring is unavailable).
+ */
+int upg_io_create(unsigned depth, struct upg_io **out);
+void upg_io_destroy(struct upg_io *io);
+
+/*
+ * upg_io_run() - submit @n transfers on @fd and wait for all of them
+ * Each op's res says how it went. Return: the number that failed.
+ */
+unsigned upg_io_run(struct upg_io *io, int fd, struct upg_io_op *ops,
+		    unsigned n, bool write);
+
+/*
+ * upg_io_inject() - make the next transfers fail (tests only)
+ * @after: transfers that still succeed first; @err: the -errno to return
+ * (-EIO, -ENOSPC) or 0 to stop injecting; @write: inject into writes (true)
+ * or reads. Global, for every ring.
+ */
+void upg_io_inject(bool write, unsigned after, int err);
+
+#endif

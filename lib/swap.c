@@ -1,0 +1,503 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The swap file (see swap.h for the contract).
+ *
+ * Security: by default the file is an unlinked O_TMPFILE with mode 0600 in
+ * $TMPDIR or /var/tmp, so no other user can open it and nothing is left
+ * behind after a crash. Space is reserved with fallocate() before a slot
+ * is written, so a full file system fails the write at once (ENOSPC)
+ * instead of losing a buffered page at writeback.
+ *
+ * Slot map: a reference count and a 128-bit hash per slot, in lazily
+ * populated *shared* anonymous memory sized for the largest file, so that
+ * after fork() parent and child (which share the file) allocate from one
+ * map: a slot is taken by a CAS from 0 to 1, and the slots in use at fork
+ * time gain a reference (upg_swap_fork()), so neither process reuses a
+ * slot the other still needs. A count that reaches 255 pins its slot.
+ * Only the evictor allocates; any thread frees.
+ *
+ * Integrity: every page read back is checked against its hash, so a
+ * corrupt or failing file is reported as the error it is, never returned
+ * as data. The same hash lets the evictor drop a clean page whose slot
+ * still holds it (a store racing with the eviction changes the hash).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "swap.h"
+
+#define SLOTS_MAX (1ULL << 28)	    /* 1 TiB of 4 KiB slots */
+#define REF_PINNED 255
+#define GROW_SLOTS 4096ULL	    /* the file grows 16 MiB at a time */
+#define FAIL_BACKOFF_NS 1000000000ULL /* no writes for 1 s after a failure */
+#define WRITE_MAX 256		    /* pages per upg_swap_write() */
+
+struct hash128 {
+	uint64_t a, b;
+};
+
+enum cause { C_NOSPC, C_IO, C_SHORT, C_OTHER, C_NR };
+
+struct upg_swap {
+	int fd;
+	bool blockdev;
+	char name[256];
+	uint64_t nslots; /* limit */
+	uint64_t cursor;
+	_Atomic uint64_t used;	     /* slots this process references */
+	_Atomic uint64_t *file_slots; /* shared: slots the file has room for */
+	_Atomic uint8_t *ref;	     /* shared: references per slot */
+	struct hash128 *hash;	     /* shared */
+	_Atomic uint64_t fail_until;
+	_Atomic bool reported[C_NR];
+};
+
+/* ------------------------------------------------------------------ */
+/* Hash                                                                */
+/* ------------------------------------------------------------------ */
+
+static uint64_t rotl(uint64_t x, int r)
+{
+	return (x << r) | (x >> (64 - r));
+}
+
+/* Two independent 64-bit multiply-rotate lanes over the page's words. */
+static struct hash128 page_hash(const void *page)
+{
+	const uint64_t *w = page;
+	uint64_t a = 0x9e3779b97f4a7c15ULL, b = 0xc2b2ae3d27d4eb4fULL;
+
+	for (size_t i = 0; i < UPG_PAGE_SIZE / 8; i += 2) {
+		a = rotl((a ^ w[i]) * 0xff51afd7ed558ccdULL, 29) + w[i + 1];
+		b = rotl((b ^ w[i + 1]) * 0xc4ceb9fe1a85ec53ULL, 31) + w[i];
+	}
+	a ^= a >> 33;
+	b ^= b >> 29;
+	return (struct hash128){ a * 0xff51afd7ed558ccdULL,
+				 b * 0x94d049bb133111ebULL };
+}
+
+/* ------------------------------------------------------------------ */
+/* Opening                                                             */
+/* ------------------------------------------------------------------ */
+
+static const char *default_dir(void)
+{
+	const char *t = getenv("TMPDIR");
+
+	return t && *t ? t : "/var/tmp";
+}
+
+/* An unlinked file in @dir: O_TMPFILE, else a named file unlinked at once. */
+static int open_in_dir(struct upg_swap *sw, const char *dir, int flags)
+{
+	char tmpl[256];
+	int fd = open(dir, flags | O_TMPFILE, 0600);
+
+	snprintf(sw->name, sizeof(sw->name), "%s/(unlinked upager swap)", dir);
+	if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR))
+		return fd;
+	snprintf(tmpl, sizeof(tmpl), "%s/upager-swap.XXXXXX", dir);
+	fd = mkostemp(tmpl, flags & ~O_RDWR);
+	if (fd >= 0)
+		unlink(tmpl);
+	return fd;
+}
+
+static int open_file(struct upg_swap *sw, const char *path, bool direct)
+{
+	int flags = O_RDWR | O_CLOEXEC | (direct ? O_DIRECT : 0);
+	struct stat st;
+
+	if (!*path)
+		return open_in_dir(sw, default_dir(), flags);
+	if (!stat(path, &st) && S_ISDIR(st.st_mode))
+		return open_in_dir(sw, path, flags);
+	snprintf(sw->name, sizeof(sw->name), "%s", path);
+	if (!stat(path, &st) && S_ISBLK(st.st_mode)) {
+		sw->blockdev = true;
+		return open(path, flags);
+	}
+	return open(path, flags | O_CREAT | O_TRUNC, 0600);
+}
+
+/* A block device has a fixed size; a file grows up to @max. */
+static int size_limits(struct upg_swap *sw, size_t max)
+{
+	uint64_t bytes = max ? max : SLOTS_MAX << UPG_PAGE_SHIFT;
+
+	if (sw->blockdev) {
+		uint64_t dev;
+
+		if (ioctl(sw->fd, BLKGETSIZE64, &dev) < 0)
+			return -errno;
+		bytes = max ? MIN(bytes, dev) : dev;
+	}
+	sw->nslots = MIN(bytes >> UPG_PAGE_SHIFT, SLOTS_MAX);
+	return sw->nslots > 1 ? 0 : -EINVAL;
+}
+
+static void *map_shared(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static int map_slots(struct upg_swap *sw)
+{
+	sw->file_slots = map_shared(UPG_PAGE_SIZE);
+	sw->ref = map_shared(sw->nslots);
+	sw->hash = map_shared(sw->nslots * sizeof(*sw->hash));
+	return sw->file_slots && sw->ref && sw->hash ? 0 : -ENOMEM;
+}
+
+static void unmap_slots(struct upg_swap *sw)
+{
+	if (sw->file_slots)
+		munmap((void *)sw->file_slots, UPG_PAGE_SIZE);
+	if (sw->ref)
+		munmap((void *)sw->ref, sw->nslots);
+	if (sw->hash)
+		munmap(sw->hash, sw->nslots * sizeof(*sw->hash));
+}
+
+int upg_swap_open(const char *path, size_t max, bool direct,
+		  struct upg_swap **out)
+{
+	struct upg_swap *sw = upg_map(sizeof(*sw));
+	int err;
+
+	if (!sw)
+		return -ENOMEM;
+	sw->fd = open_file(sw, path ? path : "", direct);
+	if (sw->fd < 0) {
+		err = -errno;
+		upg_seterr(err, "UPG_SWAP_FILE: cannot open a swap file %s: %s",
+			   sw->name, strerror(-err));
+		goto err_free;
+	}
+	err = size_limits(sw, max);
+	if (err) {
+		upg_seterr(err, "UPG_SWAP_MAX: %s: no room for a single slot",
+			   sw->name);
+		goto err_close;
+	}
+	err = map_slots(sw);
+	if (err) {
+		upg_seterr(err, "swap slot map: out of memory");
+		goto err_close;
+	}
+	if (sw->blockdev)
+		*sw->file_slots = sw->nslots;
+	sw->ref[0] = REF_PINNED; /* slot 0 means "none" */
+	sw->cursor = 1;
+	*out = sw;
+	return 0;
+
+err_close:
+	unmap_slots(sw);
+	close(sw->fd);
+err_free:
+	upg_unmap(sw, sizeof(*sw));
+	return err;
+}
+
+void upg_swap_close(struct upg_swap *sw)
+{
+	if (!sw)
+		return;
+	close(sw->fd);
+	unmap_slots(sw);
+	upg_unmap(sw, sizeof(*sw));
+}
+
+/* ------------------------------------------------------------------ */
+/* Slots                                                               */
+/* ------------------------------------------------------------------ */
+
+static bool slot_used(struct upg_swap *sw, uint64_t s)
+{
+	return atomic_load_explicit(&sw->ref[s], memory_order_relaxed) != 0;
+}
+
+bool upg_swap_slot_free(struct upg_swap *sw, uint64_t slot)
+{
+	return !slot_used(sw, slot);
+}
+
+void upg_swap_free(struct upg_swap *sw, uint64_t slot)
+{
+	uint8_t r;
+
+	if (!slot || slot >= sw->nslots)
+		return;
+	r = atomic_load_explicit(&sw->ref[slot], memory_order_relaxed);
+	do {
+		if (r == REF_PINNED || !r)
+			break;
+	} while (!atomic_compare_exchange_weak(&sw->ref[slot], &r,
+					       (uint8_t)(r - 1)));
+	atomic_fetch_sub_explicit(&sw->used, 1, memory_order_relaxed);
+}
+
+/* Take @s if free. */
+static bool take(struct upg_swap *sw, uint64_t s)
+{
+	uint8_t zero = 0;
+
+	return atomic_compare_exchange_strong(&sw->ref[s], &zero, 1);
+}
+
+void upg_swap_fork(struct upg_swap *sw)
+{
+	for (uint64_t s = 1; s < atomic_load(sw->file_slots); s++) {
+		uint8_t r = atomic_load_explicit(&sw->ref[s],
+						 memory_order_relaxed);
+
+		while (r && r != REF_PINNED &&
+		       !atomic_compare_exchange_weak(&sw->ref[s], &r,
+						     (uint8_t)(r + 1)))
+			;
+	}
+}
+
+/* Reserve file space up to slot @end (exclusive). */
+static int grow(struct upg_swap *sw, uint64_t end)
+{
+	uint64_t have = atomic_load(sw->file_slots), want;
+
+	if (end <= have)
+		return 0;
+	if (sw->blockdev)
+		return -ENOSPC;
+	want = MIN(MAX(end, have + GROW_SLOTS), sw->nslots);
+	if (fallocate(sw->fd, 0, (off_t)(have << UPG_PAGE_SHIFT),
+		      (off_t)((want - have) << UPG_PAGE_SHIFT)) < 0)
+		return -errno;
+	while (have < want &&
+	       !atomic_compare_exchange_weak(sw->file_slots, &have, want))
+		; /* another process may have grown it further */
+	return 0;
+}
+
+/* The first free slot at or after @from, or nslots. */
+static uint64_t next_free(struct upg_swap *sw, uint64_t from)
+{
+	while (from < sw->nslots && slot_used(sw, from))
+		from++;
+	return from;
+}
+
+/*
+ * Allocate up to @want contiguous slots, next-fit; the file grows first.
+ * Return: how many (from *@first), 0 with *@err set when none.
+ */
+static unsigned alloc_run(struct upg_swap *sw, unsigned want, uint64_t *first,
+			  int *err)
+{
+	uint64_t s = next_free(sw, sw->cursor);
+	unsigned n = 0;
+
+	if (s >= sw->nslots)
+		s = next_free(sw, 1); /* wrap around once */
+	if (s >= sw->nslots) {
+		*err = -ENOSPC;
+		return 0;
+	}
+	while (n < want && s + n < sw->nslots && !slot_used(sw, s + n))
+		n++;
+	*err = grow(sw, s + n);
+	if (*err)
+		return 0;
+	for (unsigned i = 0; i < n; i++) {
+		if (!take(sw, s + i)) { /* another process took it */
+			n = i;
+			break;
+		}
+	}
+	atomic_fetch_add_explicit(&sw->used, n, memory_order_relaxed);
+	sw->cursor = s + n + !n;
+	*first = s;
+	if (!n)
+		*err = -EAGAIN;
+	return n;
+}
+
+uint64_t upg_swap_used(struct upg_swap *sw)
+{
+	return atomic_load_explicit(&sw->used, memory_order_relaxed);
+}
+
+uint64_t upg_swap_file_bytes(struct upg_swap *sw)
+{
+	return atomic_load(sw->file_slots) << UPG_PAGE_SHIFT;
+}
+
+int upg_swap_fd(struct upg_swap *sw)
+{
+	return sw->fd;
+}
+
+const char *upg_swap_name(struct upg_swap *sw)
+{
+	return sw->name;
+}
+
+bool upg_swap_failing(struct upg_swap *sw)
+{
+	return upg_now_ns() < atomic_load(&sw->fail_until);
+}
+
+bool upg_swap_matches(struct upg_swap *sw, uint64_t slot, const void *page)
+{
+	struct hash128 h = page_hash(page);
+
+	return h.a == sw->hash[slot].a && h.b == sw->hash[slot].b;
+}
+
+/* ------------------------------------------------------------------ */
+/* Writing and reading                                                 */
+/* ------------------------------------------------------------------ */
+
+static enum cause cause_of(int err)
+{
+	if (err == -ENOSPC || err == -EDQUOT)
+		return C_NOSPC;
+	if (err == -ENODATA)
+		return C_SHORT;
+	return err == -EIO ? C_IO : C_OTHER;
+}
+
+/* Count a failure by cause, report the first of each, and back off. */
+static void failed(struct upg_swap *sw, struct upg_stat_shard *st, int err)
+{
+	static const enum upg_stat_id ids[C_NR] = {
+		[C_NOSPC] = UPG_STAT_swap_err_nospc,
+		[C_IO] = UPG_STAT_swap_err_io,
+		[C_SHORT] = UPG_STAT_swap_err_short,
+		[C_OTHER] = UPG_STAT_swap_err_other,
+	};
+	enum cause c = cause_of(err);
+
+	upg_stat_inc(st, ids[c]);
+	atomic_store(&sw->fail_until, upg_now_ns() + FAIL_BACKOFF_NS);
+	if (!atomic_exchange(&sw->reported[c], true))
+		upg_err("swap file %s: %s; the pages stay in memory (the "
+			"budget may overrun, see budget_overruns)",
+			sw->name, c == C_SHORT ? "short write" : strerror(-err));
+}
+
+/* Allocate slots for pages [0, n) in contiguous runs. Return: pages with
+ * a slot; the rest get 0. */
+static unsigned alloc_slots(struct upg_swap *sw, struct upg_stat_shard *st,
+			    unsigned n, uint64_t *slots)
+{
+	unsigned got = 0;
+	int err = 0;
+
+	while (got < n) {
+		uint64_t first;
+		unsigned k = alloc_run(sw, n - got, &first, &err);
+
+		if (!k && err == -EAGAIN)
+			continue; /* lost a race with the other process */
+		if (!k)
+			break;
+		for (unsigned i = 0; i < k; i++)
+			slots[got + i] = first + i;
+		got += k;
+	}
+	for (unsigned i = got; i < n; i++)
+		slots[i] = 0;
+	if (got < n)
+		failed(sw, st, err);
+	return got;
+}
+
+/* One request per stretch contiguous both in memory and in the file. */
+static unsigned build_ops(void *const *pages, const uint64_t *slots,
+			  unsigned n, struct upg_io_op *ops, unsigned *first)
+{
+	unsigned nops = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		struct upg_io_op *o = nops ? &ops[nops - 1] : NULL;
+
+		if (o && slots[i] == slots[i - 1] + 1 &&
+		    (char *)pages[i] == (char *)o->buf + o->len) {
+			o->len += UPG_PAGE_SIZE;
+			continue;
+		}
+		first[nops] = i;
+		ops[nops++] = (struct upg_io_op){
+			.buf = pages[i],
+			.len = UPG_PAGE_SIZE,
+			.off = slots[i] << UPG_PAGE_SHIFT,
+		};
+	}
+	return nops;
+}
+
+unsigned upg_swap_write(struct upg_swap *sw, struct upg_io *io,
+			struct upg_stat_shard *st, void *const *pages,
+			unsigned n, uint64_t *slots)
+{
+	struct upg_io_op ops[WRITE_MAX];
+	unsigned first[WRITE_MAX], got, nops, bad = 0;
+	uint64_t t0 = upg_now_ns();
+
+	n = MIN(n, WRITE_MAX);
+	got = alloc_slots(sw, st, n, slots);
+	for (unsigned i = 0; i < got; i++)
+		sw->hash[slots[i]] = page_hash(pages[i]);
+	nops = build_ops(pages, slots, got, ops, first);
+	upg_io_run(io, sw->fd, ops, nops, true);
+	for (unsigned k = 0; k < nops; k++) {
+		unsigned end = k + 1 < nops ? first[k + 1] : got;
+
+		if (!ops[k].res)
+			continue;
+		failed(sw, st, ops[k].res);
+		for (unsigned i = first[k]; i < end; i++) {
+			upg_swap_free(sw, slots[i]);
+			slots[i] = 0;
+		}
+	}
+	for (unsigned i = 0; i < n; i++)
+		bad += !slots[i];
+	upg_stat_add(st, UPG_STAT_swap_writes, n - bad);
+	upg_stat_time(st, UPG_HIST_swap_write, upg_now_ns() - t0);
+	return bad;
+}
+
+int upg_swap_read(struct upg_swap *sw, struct upg_io *io, uint64_t slot,
+		  unsigned n, void *buf)
+{
+	struct upg_io_op op = {
+		.buf = buf,
+		.len = (size_t)n << UPG_PAGE_SHIFT,
+		.off = slot << UPG_PAGE_SHIFT,
+	};
+
+	if (!slot || slot + n > sw->nslots)
+		return -EINVAL;
+	if (upg_io_run(io, sw->fd, &op, 1, false))
+		return op.res;
+	for (unsigned i = 0; i < n; i++)
+		if (!upg_swap_matches(sw, slot + i,
+				      (char *)buf + ((size_t)i << UPG_PAGE_SHIFT)))
+			return -EBADMSG;
+	return 0;
+}

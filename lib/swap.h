@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The swap file: the tier below the compressed pool. Pages are stored
+ * whole, one per 4 KiB slot, each with a 128-bit hash of its contents.
+ *
+ * Slots are allocated by one thread only (the evictor), next-fit from a
+ * cursor so that pages written together sit together in the file (swap-in
+ * readahead reads them back in one request); they are freed from any
+ * thread. Slot 0 is never used, so that 0 can mean "none".
+ */
+#ifndef UPG_SWAP_H
+#define UPG_SWAP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "io.h"
+#include "stats.h"
+
+struct upg_swap;
+
+/*
+ * upg_swap_open() - open the swap file
+ * @path: a directory (an unlinked O_TMPFILE there, mode 0600), a regular
+ *	file (created or truncated, mode 0600), a block device, or "" for an
+ *	unlinked file in $TMPDIR or /var/tmp
+ * @max: size limit in bytes, 0 for none but the file system's
+ * @direct: O_DIRECT
+ * Return: 0, or -errno with upg_last_error() naming the file and the cause.
+ */
+int upg_swap_open(const char *path, size_t max, bool direct,
+		  struct upg_swap **out);
+void upg_swap_close(struct upg_swap *sw);
+
+/*
+ * upg_swap_write() - write @n pages, allocating their slots
+ * Pages contiguous in memory go out in one request when their slots are
+ * contiguous too. Evictor thread only. On return slots[i] is the page's slot,
+ * or 0 if it could not be written (its slot is free again; the cause is
+ * counted in @st and reported once).
+ * Return: the number of pages not written.
+ */
+unsigned upg_swap_write(struct upg_swap *sw, struct upg_io *io,
+			struct upg_stat_shard *st, void *const *pages,
+			unsigned n, uint64_t *slots);
+
+/*
+ * upg_swap_read() - read @n pages from consecutive slots into @buf
+ * Every page is checked against its hash. Return: 0, or -errno (-EIO for a
+ * failed or short read or a page that does not match its hash).
+ */
+int upg_swap_read(struct upg_swap *sw, struct upg_io *io, uint64_t slot,
+		  unsigned n, void *buf);
+
+/* upg_swap_matches() - whether @page equals what @slot holds (by hash) */
+bool upg_swap_matches(struct upg_swap *sw, uint64_t slot, const void *page);
+
+/* upg_swap_free() - free @slot (0 is ignored). Any thread. */
+void upg_swap_free(struct upg_swap *sw, uint64_t slot);
+
+/*
+ * upg_swap_fork() - before fork(): every slot in use gains a reference (the
+ * child's). Caller keeps the evictor and every freeing thread quiet.
+ */
+void upg_swap_fork(struct upg_swap *sw);
+
+/* upg_swap_slot_free() - whether @slot is unused (tests) */
+bool upg_swap_slot_free(struct upg_swap *sw, uint64_t slot);
+
+/* Slots in use and the file's size in bytes. */
+uint64_t upg_swap_used(struct upg_swap *sw);
+uint64_t upg_swap_file_bytes(struct upg_swap *sw);
+
+/* upg_swap_failing() - whether writes failed recently (back off) */
+bool upg_swap_failing(struct upg_swap *sw);
+
+/* The file descriptor (tests) and a description for messages. */
+int upg_swap_fd(struct upg_swap *sw);
+const char *upg_swap_name(struct upg_swap *sw);
+
+#endif
