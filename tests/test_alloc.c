@@ -428,3 +428,73 @@ Test(alloc, internal_threads_use_the_bootstrap_arena)
 	upg_free(p);
 	upg_free(q);
 }
+
+struct reuser {
+	struct upg *u;
+	char *base;
+	uint64_t *ver;
+	size_t first, pages;
+	unsigned rounds;
+};
+
+/* Discard random runs of our pages and rewrite them at once. */
+static void *reuse_main(void *arg)
+{
+	struct reuser *r = arg;
+	uint64_t s = r->first + 1;
+
+	for (unsigned k = 0; k < r->rounds; k++) {
+		size_t n = 1 + t_rand(&s) % 8;
+		size_t i = r->first + t_rand(&s) % (r->pages - n);
+
+		if (upg_discard(r->u, r->base + i * PAGE, n * PAGE))
+			return (void *)1;
+		for (size_t j = i; j < i + n; j++)
+			t_page_fill(r->base + j * PAGE, T_TEXT, j, ++r->ver[j]);
+		/* and touch a few others, so that the evictor keeps busy */
+		for (int t = 0; t < 4; t++) {
+			size_t j = r->first + t_rand(&s) % r->pages;
+
+			r->base[j * PAGE + 100] ^= 0;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * The allocator's pattern at the runtime level: discard pages, reuse them
+ * at once, write, evict, read back. A REMOVE event the discard's own zap
+ * raises must not be taken for the program's madvise once the pages hold
+ * new data (it was, and later zapped the new contents).
+ */
+Test(alloc, discarded_pages_reused_at_once_keep_new_contents)
+{
+	struct upg *u = t_runtime(8 * MiB, NULL);
+	enum { PAGES = 8192, T = 3 };
+	char *base = t_region(u, PAGES * PAGE);
+	uint64_t *ver = calloc(PAGES, sizeof(*ver));
+	struct reuser r[T];
+	pthread_t th[T];
+	size_t bad = 0;
+
+	for (size_t i = 0; i < PAGES; i++)
+		t_page_fill(base + i * PAGE, T_TEXT, i, 0);
+	for (int t = 0; t < T; t++) {
+		r[t] = (struct reuser){ u, base, ver, t * (PAGES / T),
+					PAGES / T, 4000 };
+		pthread_create(&th[t], NULL, reuse_main, &r[t]);
+	}
+	for (int t = 0; t < T; t++) {
+		void *ret;
+
+		pthread_join(th[t], &ret);
+		cr_assert_null(ret, "upg_discard failed");
+	}
+	t_evict_all(u, 4 * MiB, 8 * MiB);
+	for (size_t i = 0; i < PAGES; i++)
+		bad += !t_page_check(base + i * PAGE, T_TEXT, i, ver[i]);
+	cr_assert_eq(bad, 0, "%zu of %d pages lost their contents", bad,
+		     PAGES);
+	free(ver);
+	upg_destroy(u);
+}

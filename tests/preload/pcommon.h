@@ -74,6 +74,29 @@ static inline bool p_check(const void *p, size_t n, uint64_t tag)
 	return true;
 }
 
+/* Describe the first byte of @p that differs from its pattern. */
+static inline void p_explain(const void *p, size_t n, uint64_t tag)
+{
+	const unsigned char *c = p;
+	size_t bad = 0, first = n;
+
+	for (size_t i = 0; i < n; i++) {
+		unsigned char want = (unsigned char)(tag * 31 + i * 7 + (i >> 9));
+
+		if (i < 8 && n >= 8)
+			want = ((const unsigned char *)&tag)[i];
+		if (c[i] != want) {
+			bad++;
+			if (first == n)
+				first = i;
+		}
+	}
+	if (first < n)
+		fprintf(stderr, "%zu of %zu bytes differ, first at %zu (%p): "
+			"0x%02x\n", bad, n, first, (const void *)(c + first),
+			c[first]);
+}
+
 /*
  * Whether @p lies in a mapping of 1 GiB or more: upager's heap region
  * (UPG_RESERVE, 64G by default), never glibc's heap for small blocks.

@@ -48,6 +48,8 @@ static void *larson_main(void *arg)
 		struct lslot *s = &l->slots[p_rand(&l->seed) % L_SLOTS];
 
 		if (s->p) {
+			if (!p_check(s->p, s->n, s->tag))
+				p_explain(s->p, s->n, s->tag);
 			CHECK(p_check(s->p, s->n, s->tag), "larson: block %p "
 				"(%zu bytes) corrupted", s->p, s->n);
 			free(s->p);
