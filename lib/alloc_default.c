@@ -26,12 +26,34 @@ static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static __thread bool in_init __attribute__((tls_model("initial-exec")));
 static char init_error[256];
 
+/*
+ * The default heap's runtime: the UPG_* environment, except that REMOVE
+ * events are off unless UPG_REMOVE_EVENTS says otherwise. The heap is only
+ * emptied by the allocator, which does its own bookkeeping (upg_discard);
+ * with events on every discard waits for a handler to read its event, and
+ * the evictor's UFFDIO_MOVE path loses stores racing such events (see
+ * bench/RESULTS.md, "Allocator": larson under 4M with UPG_REMOVE_EVENTS=on
+ * UPG_REMAP=off). A program's own madvise() still reads zeros afterwards.
+ */
+static int create_runtime(struct upg **u)
+{
+	struct upg_params p;
+	int err;
+
+	upg_params_init(&p);
+	p.use_remove = false;
+	err = upg_params_from_env(&p);
+	if (err)
+		return err;
+	return upg_create(&p, u);
+}
+
 int upg_heap_create_default(struct upg_heap **out)
 {
 	struct upg *u;
 	int err;
 
-	err = upg_create(NULL, &u);
+	err = create_runtime(&u);
 	if (err)
 		return err;
 	err = upg_heap_create(u, 0, out);

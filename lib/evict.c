@@ -475,13 +475,30 @@ static size_t zap_stored(struct upg *u, struct victim *v, const int64_t *e,
 	return evicted;
 }
 
-/* Write-protect, copy out and zap one contiguous run of victims. */
+/*
+ * Write-protect, copy out and zap one contiguous run of victims. The
+ * protection must hold before the copy, or a store made during the copy is
+ * lost with the zap: UFFDIO_WRITEPROTECT fails with EAGAIN while an event
+ * is pending (another thread's madvise, e.g. upg_discard()), so retry until
+ * a handler has read it; on any other error the run stays resident.
+ */
 static size_t copy_run(struct upg *u, struct victim *v, size_t k)
 {
 	char *start = region_addr(v[0].r, v[0].idx);
 	int64_t e[UPG_EVICT_BATCH];
+	int err;
 
-	upg_uffd_writeprotect(u->uffd, start, k << UPG_PAGE_SHIFT, true);
+	while ((err = upg_uffd_writeprotect(u->uffd, start,
+					    k << UPG_PAGE_SHIFT, true)) ==
+	       -EAGAIN)
+		sched_yield();
+	if (err) {
+		upg_err("cannot write-protect %zu pages at %p for eviction: %s",
+			k, (void *)start, strerror(-err));
+		for (size_t j = 0; j < k; j++)
+			keep_resident(u, &v[j]);
+		return 0;
+	}
 	for (size_t j = 0; j < k; j++)
 		e[j] = store_page(u, &v[j], start + (j << UPG_PAGE_SHIFT));
 	for (size_t j = 0; j < k; j++) {
