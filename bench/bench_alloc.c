@@ -57,8 +57,8 @@ static size_t pick(uint64_t *s)
 static const char *allocator(void)
 {
 	int (*ctl)(const char *, void *, size_t *, void *, size_t) =
-		(int (*)(const char *, void *, size_t *, void *,
-			 size_t))dlsym(RTLD_DEFAULT, "mallctl");
+		(int (*)(const char *, void *, size_t *, void *, size_t))dlsym(
+			RTLD_DEFAULT, "mallctl");
 	const char *v = "glibc";
 	size_t len = sizeof(v);
 

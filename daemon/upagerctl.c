@@ -118,10 +118,8 @@ static int set_option(struct run_opts *o, const char *opt, const char *arg)
 			upg_last_error());
 		return 2;
 	}
-	snprintf(var, sizeof(var), "%s%s", strncasecmp(name, "UPG_", 4) ?
-						    "UPG_" :
-						    "",
-		 name);
+	snprintf(var, sizeof(var), "%s%s",
+		 strncasecmp(name, "UPG_", 4) ? "UPG_" : "", name);
 	for (char *c = var; *c; c++)
 		if (*c >= 'a' && *c <= 'z')
 			*c = (char)(*c - 'a' + 'A');
@@ -163,8 +161,8 @@ static int parse_one(struct run_opts *o, int argc, char **argv, int *i)
 	if (!strcmp(a, "--pool"))
 		return set_named(o, a, "POOL_MAX", v);
 	if (!strcmp(a, "--set"))
-		return v ? set_option(o, a, v) :
-			   usage_error("%s needs NAME=VALUE", a);
+		return v ? set_option(o, a, v)
+			 : usage_error("%s needs NAME=VALUE", a);
 	if (!strcmp(a, "--swap") || !strcmp(a, "--preload")) {
 		if (!v || !*v)
 			return usage_error("%s needs a path", a);
@@ -228,9 +226,10 @@ static int run(int argc, char **argv)
 			return usage_error("--preload %s: no such file",
 					   o.preload);
 	} else if (!find_preload(lib)) {
-		fprintf(stderr, "upagerctl: cannot find " PRELOAD_NAME
-				" next to upagerctl, in ../lib or in " UPG_LIBDIR
-				"; use --preload PATH\n");
+		fprintf(stderr,
+			"upagerctl: cannot find " PRELOAD_NAME
+			" next to upagerctl, in ../lib or in " UPG_LIBDIR
+			"; use --preload PATH\n");
 		return 127;
 	}
 	if ((o.swap && setenv("UPG_SWAP_FILE", o.swap, 1)) ||

@@ -105,9 +105,9 @@ static void classes_init(void)
 	for (unsigned c = 0; c < UPG_NCLASS; c++) {
 		upg_class_size[c] = (uint32_t)class_size_of(c);
 		pick_slab(c);
-		class_cap[c] = upg_class_size[c] <= 512	 ? 64 :
-			       upg_class_size[c] <= 4096 ? 32 :
-							   8;
+		class_cap[c] = upg_class_size[c] <= 512	   ? 64
+			       : upg_class_size[c] <= 4096 ? 32
+							   : 8;
 		tc_slots += class_cap[c];
 	}
 	for (unsigned n = 0; n <= 1024; n += 16) {
@@ -155,7 +155,8 @@ static void partial_remove(struct upg_class *cl, struct span *s)
 static struct span *slab_new(struct upg_heap *h, unsigned c)
 {
 	bool clean;
-	struct span *s = upg_span_alloc(h, class_pages[c], 1, SPAN_SLAB, &clean);
+	struct span *s =
+		upg_span_alloc(h, class_pages[c], 1, SPAN_SLAB, &clean);
 	unsigned n = class_objs[c];
 
 	if (!s)
@@ -534,8 +535,7 @@ static bool large_resize(struct upg_heap *h, struct span *s, size_t size,
 		return false;
 	if (zero && size > old && !clean)
 		memset((void *)(s->start + old), 0, size - old);
-	atomic_fetch_add_explicit(&h->realloc_inplace, 1,
-				  memory_order_relaxed);
+	atomic_fetch_add_explicit(&h->realloc_inplace, 1, memory_order_relaxed);
 	return true;
 }
 
@@ -543,8 +543,7 @@ static bool large_resize(struct upg_heap *h, struct span *s, size_t size,
 static bool fits_in_place(struct upg_heap *h, struct span *s, size_t size)
 {
 	if (s->kind == SPAN_SLAB)
-		return size <= UPG_SMALL_MAX &&
-		       upg_size_class(size) == s->cls;
+		return size <= UPG_SMALL_MAX && upg_size_class(size) == s->cls;
 	if (size <= UPG_SMALL_MAX)
 		return false; /* move down to a slab */
 	return large_resize(h, s, size, false);
@@ -621,8 +620,9 @@ static int heap_init(struct upg_heap *h, struct upg *u, size_t reserve)
 	if (err)
 		return err;
 	h->base = (uintptr_t)base;
-	h->end = h->base + (((reserve ? reserve : u->p.reserve) +
-			     UPG_PAGE_SIZE - 1) & UPG_PAGE_MASK);
+	h->end = h->base +
+		 (((reserve ? reserve : u->p.reserve) + UPG_PAGE_SIZE - 1) &
+		  UPG_PAGE_MASK);
 	err = upg_page_init(h);
 	if (err)
 		return err;

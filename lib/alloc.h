@@ -74,10 +74,10 @@ struct upg_heap {
 	uintptr_t top;	      /* never used above this */
 	struct span *bins[UPG_NBINS];
 	uint64_t binmap[(UPG_NBINS + 63) / 64];
-	struct span *dirty;	/* free spans whose pages may hold data */
-	size_t dirty_pages;	/* pages on @dirty */
-	size_t dirty_max;	/* purge above this */
-	struct span *desc_free; /* spare descriptors */
+	struct span *dirty;	  /* free spans whose pages may hold data */
+	size_t dirty_pages;	  /* pages on @dirty */
+	size_t dirty_max;	  /* purge above this */
+	struct span *desc_free;	  /* spare descriptors */
 	struct span *desc_chunks; /* mappings of descriptors, to unmap */
 	struct upg_tcache *tc_free;
 	size_t active_pages;

@@ -124,10 +124,9 @@ enum upg_front upg_front(struct upg_heap **h)
 
 struct upg_heap *upg_front_heap_if_ready(void)
 {
-	return atomic_load_explicit(&dstate, memory_order_acquire) ==
-			       DH_READY ?
-		       dheap :
-		       NULL;
+	return atomic_load_explicit(&dstate, memory_order_acquire) == DH_READY
+		       ? dheap
+		       : NULL;
 }
 
 const char *upg_front_error(void)
@@ -150,8 +149,7 @@ struct upg_heap *upg_default_heap(void)
 /* NULL and errno ENOMEM, with the reason in upg_last_error(). */
 static void *unavailable(void)
 {
-	upg_seterr(-ENOMEM, "upager: default heap unavailable: %s",
-		   init_error);
+	upg_seterr(-ENOMEM, "upager: default heap unavailable: %s", init_error);
 	errno = ENOMEM;
 	return NULL;
 }

@@ -135,8 +135,7 @@ static uintptr_t span_end(const struct span *s)
 }
 
 /* The free span right before (@left) or after @s, or NULL. */
-static struct span *adjacent_free(struct upg_heap *h, struct span *s,
-				  bool left)
+static struct span *adjacent_free(struct upg_heap *h, struct span *s, bool left)
 {
 	struct span *n;
 
@@ -144,9 +143,9 @@ static struct span *adjacent_free(struct upg_heap *h, struct span *s,
 		if (s->start == h->base)
 			return NULL;
 		n = h->map[page_index(h, s->start) - 1];
-		return n && n->kind == SPAN_FREE && span_end(n) == s->start ?
-			       n :
-			       NULL;
+		return n && n->kind == SPAN_FREE && span_end(n) == s->start
+			       ? n
+			       : NULL;
 	}
 	if (span_end(s) >= h->top)
 		return NULL;
@@ -292,8 +291,8 @@ struct span *upg_span_alloc(struct upg_heap *h, size_t npages,
 	if (!s)
 		goto out_unlock;
 	s->kind = SPAN_LARGE; /* not free: neighbours must not merge it */
-	cut_front(h, s, ((mask + 1 - (s->start & mask)) & mask) >>
-				UPG_PAGE_SHIFT);
+	cut_front(h, s,
+		  ((mask + 1 - (s->start & mask)) & mask) >> UPG_PAGE_SHIFT);
 	cut_back(h, s, npages);
 	s->kind = (uint8_t)kind;
 	*clean = s->clean;

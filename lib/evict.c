@@ -465,7 +465,7 @@ static size_t zap_stored(struct upg *u, struct victim *v, const int64_t *e,
 			;
 		if (n)
 			upg_self_zap(u, start + (j << UPG_PAGE_SHIFT),
-				 n << UPG_PAGE_SHIFT);
+				     n << UPG_PAGE_SHIFT);
 		for (size_t i = j; i < j + n; i++)
 			upg_page_publish(u, v[i].r, v[i].idx, PTE_RESIDENT,
 					 (uint64_t)e[i]);
@@ -488,9 +488,8 @@ static size_t copy_run(struct upg *u, struct victim *v, size_t k)
 	int64_t e[UPG_EVICT_BATCH];
 	int err;
 
-	while ((err = upg_uffd_writeprotect(u->uffd, start,
-					    k << UPG_PAGE_SHIFT, true)) ==
-	       -EAGAIN)
+	while ((err = upg_uffd_writeprotect(u->uffd, start, k << UPG_PAGE_SHIFT,
+					    true)) == -EAGAIN)
 		sched_yield();
 	if (err) {
 		upg_err("cannot write-protect %zu pages at %p for eviction: %s",

@@ -53,14 +53,13 @@ static const struct libc_fns *real(void)
 		return &libc;
 	libc.malloc = (void *(*)(size_t))dlsym(RTLD_NEXT, "__libc_malloc");
 	libc.free = (void (*)(void *))dlsym(RTLD_NEXT, "__libc_free");
-	libc.calloc = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT,
-						       "__libc_calloc");
-	libc.realloc = (void *(*)(void *, size_t))dlsym(RTLD_NEXT,
-							"__libc_realloc");
-	libc.memalign = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT,
-							 "__libc_memalign");
-	libc.usable = (size_t(*)(void *))dlsym(RTLD_NEXT,
-					       "malloc_usable_size");
+	libc.calloc =
+		(void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "__libc_calloc");
+	libc.realloc =
+		(void *(*)(void *, size_t))dlsym(RTLD_NEXT, "__libc_realloc");
+	libc.memalign =
+		(void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "__libc_memalign");
+	libc.usable = (size_t(*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
 	atomic_store_explicit(&libc_ready, true, memory_order_release);
 	return &libc;
 }
@@ -99,13 +98,13 @@ static void *alloc_aligned(size_t align, size_t size)
 
 	switch (source(&h)) {
 	case UPG_FRONT_HEAP:
-		return align <= 16 ? upg_heap_malloc(h, size) :
-				     upg_heap_aligned_alloc(h, align, size);
+		return align <= 16 ? upg_heap_malloc(h, size)
+				   : upg_heap_aligned_alloc(h, align, size);
 	case UPG_FRONT_BOOT:
 		return upg_boot_aligned(align, size);
 	default:
-		return align <= 16 ? real()->malloc(size) :
-				     real()->memalign(align, size);
+		return align <= 16 ? real()->malloc(size)
+				   : real()->memalign(align, size);
 	}
 }
 
@@ -259,8 +258,8 @@ EXPORT void *pvalloc(size_t size)
 		errno = ENOMEM;
 		return NULL;
 	}
-	return alloc_aligned(UPG_PAGE_SIZE,
-			     (MAX(size, 1) + UPG_PAGE_SIZE - 1) & UPG_PAGE_MASK);
+	return alloc_aligned(UPG_PAGE_SIZE, (MAX(size, 1) + UPG_PAGE_SIZE - 1) &
+						    UPG_PAGE_MASK);
 }
 
 void cfree(void *p); /* removed from glibc's headers, still exported */
@@ -276,8 +275,7 @@ EXPORT void *__libc_malloc(size_t) __attribute__((alias("malloc")));
 EXPORT void __libc_free(void *) __attribute__((alias("free")));
 EXPORT void *__libc_calloc(size_t, size_t) __attribute__((alias("calloc")));
 EXPORT void *__libc_realloc(void *, size_t) __attribute__((alias("realloc")));
-EXPORT void *__libc_memalign(size_t, size_t)
-	__attribute__((alias("memalign")));
+EXPORT void *__libc_memalign(size_t, size_t) __attribute__((alias("memalign")));
 EXPORT void *__libc_valloc(size_t) __attribute__((alias("valloc")));
 EXPORT void *__libc_pvalloc(size_t) __attribute__((alias("pvalloc")));
 #pragma GCC diagnostic pop

@@ -91,8 +91,8 @@ Test(alloc, zero_and_large_sizes)
 {
 	struct upg *u;
 	struct upg_heap *h = t_heap(&u, 256 * MiB, NULL);
-	static const size_t sizes[] = { 0,	   1,	      32769,
-					65536,	   100000,    (1 << 20) + 1,
+	static const size_t sizes[] = { 0,	 1,	 32769,
+					65536,	 100000, (1 << 20) + 1,
 					33 << 20 };
 
 	for (size_t i = 0; i < ARRAY_SIZE(sizes); i++) {
@@ -480,7 +480,7 @@ Test(alloc, discarded_pages_reused_at_once_keep_new_contents)
 	for (size_t i = 0; i < PAGES; i++)
 		t_page_fill(base + i * PAGE, T_TEXT, i, 0);
 	for (int t = 0; t < T; t++) {
-		r[t] = (struct reuser){ u, base, ver, t * (PAGES / T),
+		r[t] = (struct reuser){ u,	   base, ver, t * (PAGES / T),
 					PAGES / T, 4000 };
 		pthread_create(&th[t], NULL, reuse_main, &r[t]);
 	}
@@ -493,8 +493,7 @@ Test(alloc, discarded_pages_reused_at_once_keep_new_contents)
 	t_evict_all(u, 4 * MiB, 8 * MiB);
 	for (size_t i = 0; i < PAGES; i++)
 		bad += !t_page_check(base + i * PAGE, T_TEXT, i, ver[i]);
-	cr_assert_eq(bad, 0, "%zu of %d pages lost their contents", bad,
-		     PAGES);
+	cr_assert_eq(bad, 0, "%zu of %d pages lost their contents", bad, PAGES);
 	free(ver);
 	upg_destroy(u);
 }

@@ -52,8 +52,8 @@ static int wait_timeout(pid_t pid, int seconds)
 		int st;
 
 		if (waitpid(pid, &st, WNOHANG) == pid)
-			return WIFEXITED(st) ? WEXITSTATUS(st) :
-					       128 + WTERMSIG(st);
+			return WIFEXITED(st) ? WEXITSTATUS(st)
+					     : 128 + WTERMSIG(st);
 		usleep(10000);
 	}
 	kill(pid, SIGKILL);
@@ -224,14 +224,16 @@ static void expect_usage_error(const char *const *argv, const char *words)
 
 Test(upagerctl, rejects_bad_options_by_name)
 {
-	const char *const a1[] = { UPG_UPAGERCTL, "run", "--budget", "12X",
-				   "--", "/bin/true", NULL };
-	const char *const a2[] = { UPG_UPAGERCTL, "run", "--frobnicate", "--",
-				   "/bin/true", NULL };
+	const char *const a1[] = { UPG_UPAGERCTL, "run", "--budget",
+				   "12X",	  "--",	 "/bin/true",
+				   NULL };
+	const char *const a2[] = { UPG_UPAGERCTL, "run",       "--frobnicate",
+				   "--",	  "/bin/true", NULL };
 	const char *const a3[] = { UPG_UPAGERCTL, "run", "--budget", "64M",
 				   NULL };
-	const char *const a4[] = { UPG_UPAGERCTL, "run", "--set", "NOPE=1",
-				   "--", "/bin/true", NULL };
+	const char *const a4[] = { UPG_UPAGERCTL, "run", "--set",
+				   "NOPE=1",	  "--",	 "/bin/true",
+				   NULL };
 
 	expect_usage_error(a1, "--budget 12X: UPG_BUDGET");
 	expect_usage_error(a1, "512M");
@@ -242,14 +244,16 @@ Test(upagerctl, rejects_bad_options_by_name)
 
 Test(upagerctl, runs_a_program_under_a_budget)
 {
-	const char *const argv[] = { UPG_UPAGERCTL, "run", "--budget", "8M",
-				     "--", BIN("preload-stress"), "larson",
-				     NULL };
+	const char *const argv[] = { UPG_UPAGERCTL, "run",
+				     "--budget",    "8M",
+				     "--",	    BIN("preload-stress"),
+				     "larson",	    NULL };
 	struct run r;
 
 	run_prog(&r, argv, NULL, true, 240);
 	if (strstr(r.out, FALLBACK))
-		cr_skip_test("runtime refused: %.200s", strstr(r.out, FALLBACK));
+		cr_skip_test("runtime refused: %.200s",
+			     strstr(r.out, FALLBACK));
 	cr_assert_eq(r.status, 0, "output:\n%s", r.out);
 	cr_assert(strstr(r.out, "ok larson"));
 }

@@ -51,8 +51,8 @@ upg_heap_destroy(struct upg_heap *h);
  * set to ENOMEM (EINVAL for a bad alignment). A pointer passed to free,
  * realloc or usable_size must come from @h (NULL is allowed).
  */
-__attribute__((visibility("default"))) void *
-upg_heap_malloc(struct upg_heap *h, size_t size);
+__attribute__((visibility("default"))) void *upg_heap_malloc(struct upg_heap *h,
+							     size_t size);
 __attribute__((visibility("default"))) void *
 upg_heap_calloc(struct upg_heap *h, size_t n, size_t size);
 __attribute__((visibility("default"))) void *
@@ -61,7 +61,7 @@ upg_heap_realloc(struct upg_heap *h, void *p, size_t size);
 __attribute__((visibility("default"))) void *
 upg_heap_aligned_alloc(struct upg_heap *h, size_t align, size_t size);
 __attribute__((visibility("default"))) void upg_heap_free(struct upg_heap *h,
-							   void *p);
+							  void *p);
 __attribute__((visibility("default"))) size_t
 upg_heap_usable_size(struct upg_heap *h, const void *p);
 
@@ -77,18 +77,17 @@ upg_heap_owns(const struct upg_heap *h, const void *p);
  *
  * Return: the number of pages discarded.
  */
-__attribute__((visibility("default"))) size_t
-upg_heap_trim(struct upg_heap *h);
+__attribute__((visibility("default"))) size_t upg_heap_trim(struct upg_heap *h);
 
 struct upg_heap_stats {
-	uint64_t mapped_bytes;	/* address space handed out so far */
-	uint64_t active_bytes;	/* pages in slabs and page runs */
-	uint64_t free_bytes;	/* pages free for reuse */
-	uint64_t dirty_bytes;	/* free pages not discarded yet */
+	uint64_t mapped_bytes;	  /* address space handed out so far */
+	uint64_t active_bytes;	  /* pages in slabs and page runs */
+	uint64_t free_bytes;	  /* pages free for reuse */
+	uint64_t dirty_bytes;	  /* free pages not discarded yet */
 	uint64_t discarded_bytes; /* total given back with upg_discard() */
-	uint64_t large_allocs;	/* page runs handed out */
+	uint64_t large_allocs;	  /* page runs handed out */
 	uint64_t realloc_inplace; /* large reallocs that did not move */
-	uint64_t invalid_frees; /* frees of pointers not allocated */
+	uint64_t invalid_frees;	  /* frees of pointers not allocated */
 };
 
 /**
@@ -106,8 +105,8 @@ upg_heap_stats_get(struct upg_heap *h, struct upg_heap_stats *s);
 __attribute__((visibility("default"))) void *upg_malloc(size_t size);
 __attribute__((visibility("default"))) void *upg_calloc(size_t n, size_t size);
 __attribute__((visibility("default"))) void *upg_realloc(void *p, size_t size);
-__attribute__((visibility("default"))) void *
-upg_aligned_alloc(size_t align, size_t size);
+__attribute__((visibility("default"))) void *upg_aligned_alloc(size_t align,
+							       size_t size);
 __attribute__((visibility("default"))) void upg_free(void *p);
 __attribute__((visibility("default"))) size_t upg_usable_size(const void *p);
 
@@ -116,8 +115,7 @@ __attribute__((visibility("default"))) size_t upg_usable_size(const void *p);
  *
  * Return: the heap, or NULL if the runtime cannot be created.
  */
-__attribute__((visibility("default"))) struct upg_heap *
-upg_default_heap(void);
+__attribute__((visibility("default"))) struct upg_heap *upg_default_heap(void);
 
 /**
  * upg_heap_runtime() - the runtime a heap pages through

@@ -30,10 +30,10 @@ static int (*mallctl)(const char *, void *, size_t *, void *, size_t);
 static void (*malloc_stats_print)(void (*)(void *, const char *), void *,
 				  const char *);
 
-#define LOOKUP(fn)                                                   \
-	do {                                                         \
-		*(void **)&fn = dlsym(RTLD_DEFAULT, #fn);            \
-		CHECK(fn, "%s is not exported", #fn);                \
+#define LOOKUP(fn)                                        \
+	do {                                              \
+		*(void **)&fn = dlsym(RTLD_DEFAULT, #fn); \
+		CHECK(fn, "%s is not exported", #fn);     \
 	} while (0)
 
 static void lookup_jemalloc(void)

@@ -125,8 +125,8 @@ static void *churn(void *arg)
 			CHECK(p_check(keep[i], len[i], i), "churn: corrupted");
 			free(keep[i]);
 		}
-		len[i] = p_rand(&s) % 64 ? 16 + p_rand(&s) % 2000 :
-					   (1 << 20) + p_rand(&s) % 100000;
+		len[i] = p_rand(&s) % 64 ? 16 + p_rand(&s) % 2000
+					 : (1 << 20) + p_rand(&s) % 100000;
 		keep[i] = malloc(len[i]);
 		p_fill(keep[i], len[i], i);
 	}

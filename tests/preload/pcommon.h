@@ -15,17 +15,17 @@
 #include <string.h>
 #include <time.h>
 
-#define FAIL(...)                                                     \
-	do {                                                          \
+#define FAIL(...)                                                    \
+	do {                                                         \
 		fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
 		fprintf(stderr, __VA_ARGS__);                        \
 		fputc('\n', stderr);                                 \
 		exit(1);                                             \
 	} while (0)
 
-#define CHECK(cond, ...)                  \
-	do {                              \
-		if (!(cond))              \
+#define CHECK(cond, ...)                   \
+	do {                               \
+		if (!(cond))               \
 			FAIL(__VA_ARGS__); \
 	} while (0)
 
@@ -81,7 +81,8 @@ static inline void p_explain(const void *p, size_t n, uint64_t tag)
 	size_t bad = 0, first = n;
 
 	for (size_t i = 0; i < n; i++) {
-		unsigned char want = (unsigned char)(tag * 31 + i * 7 + (i >> 9));
+		unsigned char want =
+			(unsigned char)(tag * 31 + i * 7 + (i >> 9));
 
 		if (i < 8 && n >= 8)
 			want = ((const unsigned char *)&tag)[i];
@@ -92,9 +93,10 @@ static inline void p_explain(const void *p, size_t n, uint64_t tag)
 		}
 	}
 	if (first < n)
-		fprintf(stderr, "%zu of %zu bytes differ, first at %zu (%p): "
-			"0x%02x\n", bad, n, first, (const void *)(c + first),
-			c[first]);
+		fprintf(stderr,
+			"%zu of %zu bytes differ, first at %zu (%p): "
+			"0x%02x\n",
+			bad, n, first, (const void *)(c + first), c[first]);
 }
 
 /*

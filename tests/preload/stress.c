@@ -50,8 +50,10 @@ static void *larson_main(void *arg)
 		if (s->p) {
 			if (!p_check(s->p, s->n, s->tag))
 				p_explain(s->p, s->n, s->tag);
-			CHECK(p_check(s->p, s->n, s->tag), "larson: block %p "
-				"(%zu bytes) corrupted", s->p, s->n);
+			CHECK(p_check(s->p, s->n, s->tag),
+			      "larson: block %p "
+			      "(%zu bytes) corrupted",
+			      s->p, s->n);
 			free(s->p);
 		}
 		s->n = pick_size(&l->seed);
