@@ -10,7 +10,7 @@ here=$(dirname "$0")
 port=$(free_port)
 
 UPG_STATS=1 "$UPAGERCTL" run --budget 64M -- memcached -l 127.0.0.1 \
-	-p "$port" -U 0 -m 1024 -t 2 >"$WORK/server.log" 2>&1 &
+	-p "$port" -U 0 -m 1024 -t 2 -u "$(id -un)" >"$WORK/server.log" 2>&1 &
 PIDS+=($!)
 wait_for "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", $port))'" 30 ||
 	fail "memcached did not start: $(tail -5 "$WORK/server.log")"
