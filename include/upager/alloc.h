@@ -41,7 +41,9 @@ upg_heap_create(struct upg *u, size_t reserve, struct upg_heap **out);
  * upg_heap_destroy() - release a heap and every block in it
  * @h: heap, or NULL
  *
- * No thread may use @h or its blocks during or after this call.
+ * No thread may use @h or its blocks during or after this call. The
+ * caller's thread cache is reclaimed; other live threads' caches for @h
+ * (a few KiB each) are not.
  */
 __attribute__((visibility("default"))) void
 upg_heap_destroy(struct upg_heap *h);
