@@ -704,7 +704,7 @@ static size_t chunk_group(const struct victim *v, size_t i, size_t n)
 /* ------------------------------------------------------------------ */
 
 /*
- * Like zswap's writeback: when the pool's objects pass 7/8 of its limit,
+ * Like zswap's writeback: when the pool's objects pass 3/4 of its limit,
  * evicted entries are decompressed and written to the swap file in
  * batches, in address order (so readahead finds neighbours together),
  * sparing entries stored since the hand last passed (REF, set at store).
@@ -742,9 +742,9 @@ static bool wb_candidate(upg_pte_t *p, uint64_t v)
 	return true;
 }
 
-/* Lock, decompress into slot @n of wb_buf, unlock. */
+/* Lock, decompress into @page, unlock. */
 static bool wb_take(struct upg *u, struct upg_region *r, size_t idx,
-		    struct wb_entry *e, size_t n)
+		    struct wb_entry *e, char *page)
 {
 	uint64_t v;
 	bool ok;
@@ -752,15 +752,14 @@ static bool wb_take(struct upg *u, struct upg_region *r, size_t idx,
 	if (!pte_trylock(&r->pte[idx], &v))
 		return false;
 	ok = wb_candidate(&r->pte[idx], v) &&
-	     !upg_pool_load(u->pool, pte_payload(v),
-			    u->wb_buf + (n << UPG_PAGE_SHIFT));
+	     !upg_pool_load(u->pool, pte_payload(v), page);
 	upg_page_publish(u, r, idx, pte_state(v), v);
 	*e = (struct wb_entry){ r, idx, v };
 	return ok;
 }
 
-/* Collect up to UPG_WB_BATCH candidates from the hand on. */
-static size_t wb_select(struct upg *u, struct wb_entry *e)
+/* Collect up to UPG_WB_BATCH candidates from the hand on, into @buf. */
+static size_t wb_select(struct upg *u, struct wb_entry *e, char *buf)
 {
 	size_t n = 0, budget = 0;
 
@@ -788,7 +787,8 @@ static size_t wb_select(struct upg *u, struct wb_entry *e)
 		budget--;
 		if (wb_candidate(&r->pte[u->wb_idx],
 				 atomic_load(&r->pte[u->wb_idx])) &&
-		    wb_take(u, r, u->wb_idx, &e[n], n))
+		    wb_take(u, r, u->wb_idx, &e[n],
+			    buf + (n << UPG_PAGE_SHIFT)))
 			n++;
 		u->wb_idx++;
 	}
@@ -816,37 +816,82 @@ static bool wb_publish(struct upg *u, struct wb_entry *e, uint64_t slot)
 	return true;
 }
 
-/* One write-back batch. Return: entries moved to the file. */
-static size_t writeback_batch(struct upg *u)
-{
+/* A write-back batch: its entries, their pages and the write in flight. */
+struct wb_batch {
 	struct wb_entry e[UPG_WB_BATCH];
 	void *pages[UPG_WB_BATCH];
 	uint64_t slots[UPG_WB_BATCH];
-	size_t n, done = 0;
+	size_t n;
+	struct upg_swap_wr w;
+};
 
-	pthread_rwlock_rdlock(&u->regions_lock);
-	n = u->nregions ? wb_select(u, e) : 0;
-	for (size_t i = 0; i < n; i++)
-		pages[i] = u->wb_buf + (i << UPG_PAGE_SHIFT);
-	if (n)
-		upg_swap_write(u->swap, u->ev_io, upg_evictor_stats(u), pages,
-			       (unsigned)n, slots);
-	for (size_t i = 0; i < n; i++)
-		done += slots[i] && wb_publish(u, &e[i], slots[i]);
-	pthread_rwlock_unlock(&u->regions_lock);
-	upg_stat_add(upg_evictor_stats(u), UPG_STAT_swap_writeback, done);
-	return done;
+/* Select and decompress a batch into half @half of wb_buf; start writing. */
+static size_t wb_start(struct upg *u, struct wb_batch *b, unsigned half)
+{
+	char *buf = u->wb_buf + ((size_t)half * UPG_WB_BATCH << UPG_PAGE_SHIFT);
+
+	b->n = wb_select(u, b->e, buf);
+	for (size_t i = 0; i < b->n; i++)
+		b->pages[i] = buf + (i << UPG_PAGE_SHIFT);
+	if (b->n)
+		upg_swap_write_start(u->swap, u->ev_io, upg_evictor_stats(u),
+				     b->pages, (unsigned)b->n, b->slots, &b->w);
+	return b->n;
 }
 
-/* Write back until the pool is under 3/4 of its limit. */
+/* Wait for a batch's write and switch its entries to their slots. */
+static void wb_finish(struct upg *u, struct wb_batch *b)
+{
+	struct upg_stat_shard *st = upg_evictor_stats(u);
+	size_t done = 0;
+
+	if (!b->n)
+		return;
+	upg_swap_write_finish(u->swap, u->ev_io, st, &b->w);
+	for (size_t i = 0; i < b->n; i++)
+		done += b->slots[i] && wb_publish(u, &b->e[i], b->slots[i]);
+	upg_stat_add(st, UPG_STAT_swap_writeback, done);
+	b->n = 0;
+}
+
+/*
+ * Past 3/4 of its limit, write the pool back to half: room for a few
+ * eviction batches, so that evicted pages rarely go to the file one by one
+ * (which also scatters the slots readahead wants contiguous). Two batches
+ * alternate, so that decompressing one overlaps writing the other. The
+ * region lock is held while a batch is in flight (its entries point into
+ * regions), so a call does at most WB_ROUNDS batches.
+ */
+#define WB_ROUNDS 32
+
+static bool wb_go_on(struct upg *u)
+{
+	return pool_above(u, 4) && !atomic_load(&u->stopping) &&
+	       !atomic_load(&u->ev_pause) && !upg_swap_failing(u->swap);
+}
+
 static void writeback(struct upg *u)
 {
-	if (!u->swap || !u->ev_io || !pool_above(u, 7))
+	struct wb_batch b[2];
+	unsigned cur = 0;
+	uint64_t t0;
+
+	if (!u->swap || !u->ev_io || !pool_above(u, 6))
 		return;
-	while (pool_above(u, 6) && !atomic_load(&u->stopping) &&
-	       !atomic_load(&u->ev_pause) && !upg_swap_failing(u->swap))
-		if (!writeback_batch(u))
+	t0 = upg_now_ns();
+	b[0].n = b[1].n = 0;
+	pthread_rwlock_rdlock(&u->regions_lock);
+	for (unsigned i = 0; i < WB_ROUNDS && u->nregions && wb_go_on(u); i++) {
+		if (!wb_start(u, &b[cur], cur))
 			break;
+		cur ^= 1;
+		wb_finish(u, &b[cur]); /* the previous batch */
+	}
+	wb_finish(u, &b[0]);
+	wb_finish(u, &b[1]);
+	pthread_rwlock_unlock(&u->regions_lock);
+	upg_stat_time(upg_evictor_stats(u), UPG_HIST_swap_write,
+		      upg_now_ns() - t0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1023,10 +1068,10 @@ static int swap_init(struct upg *u)
 
 	if (!u->swap)
 		return 0;
-	u->wb_buf = upg_map((size_t)UPG_WB_BATCH << UPG_PAGE_SHIFT);
+	u->wb_buf = upg_map((size_t)2 * UPG_WB_BATCH << UPG_PAGE_SHIFT);
 	if (!u->wb_buf)
 		return upg_seterr(-ENOMEM, "cannot map write-back buffer");
-	err = upg_io_create(UPG_WB_BATCH, &u->ev_io);
+	err = upg_io_create(2 * UPG_WB_BATCH, &u->ev_io);
 	if (err)
 		return upg_seterr(err, "swap file: cannot set up io_uring: %s",
 				  strerror(-err));
@@ -1092,7 +1137,7 @@ int upg_evict_restart(struct upg *u)
 	if (u->ev_io) { /* its rings are shared with the parent's */
 		upg_io_destroy(u->ev_io);
 		u->ev_io = NULL;
-		err = upg_io_create(UPG_WB_BATCH, &u->ev_io);
+		err = upg_io_create(2 * UPG_WB_BATCH, &u->ev_io);
 		if (err)
 			return err;
 	}
@@ -1116,6 +1161,6 @@ void upg_evict_stop(struct upg *u)
 	}
 	upg_io_destroy(u->ev_io);
 	u->ev_io = NULL;
-	upg_unmap(u->wb_buf, (size_t)UPG_WB_BATCH << UPG_PAGE_SHIFT);
+	upg_unmap(u->wb_buf, (size_t)2 * UPG_WB_BATCH << UPG_PAGE_SHIFT);
 	u->wb_buf = NULL;
 }

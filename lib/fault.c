@@ -377,7 +377,20 @@ static void count_restore(struct upg_handler *h, uint64_t first, size_t k,
  * The stored copy of an evicted page is unreadable: the data is lost and
  * the page must not read as anything. Poison it (the access raises SIGBUS)
  * where the kernel can; the error is logged with the address either way.
+ * This unlocks the run.
  */
+static void poison_lost(struct upg_handler *h, struct run *run)
+{
+	char *addr = region_addr(run->r, run->idx);
+
+	upg_uncharge(h->u, (long)run->n);
+	release_run(h->u, run, 0);
+	if (upg_uffd_poison(h->u->uffd, addr, UPG_PAGE_SIZE) < 0)
+		upg_err("cannot poison %p (no UFFDIO_POISON): the faulting "
+			"thread stays blocked",
+			(void *)addr);
+}
+
 static void restore_failed(struct upg_handler *h, struct run *run)
 {
 	char *addr = region_addr(run->r, run->idx);
@@ -386,12 +399,7 @@ static void restore_failed(struct upg_handler *h, struct run *run)
 	upg_err("stored copy of page %p is corrupt (pool handle %#llx): the "
 		"page's contents are lost",
 		(void *)addr, (unsigned long long)pte_payload(run->old[0]));
-	upg_uncharge(h->u, (long)run->n);
-	release_run(h->u, run, 0);
-	if (upg_uffd_poison(h->u->uffd, addr, UPG_PAGE_SIZE) < 0)
-		upg_err("cannot poison %p (no UFFDIO_POISON): the faulting "
-			"thread stays blocked",
-			(void *)addr);
+	poison_lost(h, run);
 }
 
 /* ------------------------------------------------------------------ */
@@ -490,12 +498,7 @@ static void swap_failed(struct upg_handler *h, struct run *run, int err)
 		err == -EBADMSG	  ? "its data does not match its checksum"
 		: err == -ENODATA ? "short read"
 				  : strerror(-err));
-	upg_uncharge(h->u, (long)run->n);
-	release_run(h->u, run, 0);
-	if (upg_uffd_poison(h->u->uffd, addr, UPG_PAGE_SIZE) < 0)
-		upg_err("cannot poison %p (no UFFDIO_POISON): the faulting "
-			"thread stays blocked",
-			(void *)addr);
+	poison_lost(h, run);
 }
 
 static void count_swapin(struct upg_handler *h, size_t k, uint64_t t0)

@@ -79,10 +79,12 @@ static unsigned queue(struct upg_io *io, int fd, struct upg_io_op *ops,
 
 	for (unsigned i = 0; i < n; i++) {
 		struct io_uring_sqe *sqe;
+		int err = injected(write);
 
-		ops[i].res = injected(write);
-		if (ops[i].res)
+		if (err) {
+			ops[i].res = err;
 			continue;
+		}
 		sqe = io_uring_get_sqe(&io->ring);
 		if (write)
 			io_uring_prep_write(sqe, fd, ops[i].buf,
@@ -96,24 +98,53 @@ static unsigned queue(struct upg_io *io, int fd, struct upg_io_op *ops,
 	return queued;
 }
 
-static void reap(struct upg_io *io, unsigned queued)
+/* Reap one completion into its op. Return: false if the ring failed. */
+static bool reap_one(struct upg_io *io)
 {
-	while (queued) {
-		struct io_uring_cqe *cqe;
-		struct upg_io_op *op;
-		int err = io_uring_wait_cqe(&io->ring, &cqe);
+	struct io_uring_cqe *cqe;
+	struct upg_io_op *op;
+	int err;
 
-		if (err == -EINTR)
-			continue;
-		if (err < 0)
-			return; /* ops not reaped keep res = -EINPROGRESS */
-		op = io_uring_cqe_get_data(cqe);
-		op->res = cqe->res < 0 ? cqe->res : 0;
-		if (!op->res && (size_t)cqe->res < op->len)
-			op->res = -ENODATA; /* short: the caller says which */
-		io_uring_cqe_seen(&io->ring, cqe);
-		queued--;
-	}
+	do
+		err = io_uring_wait_cqe(&io->ring, &cqe);
+	while (err == -EINTR);
+	if (err < 0)
+		return false;
+	op = io_uring_cqe_get_data(cqe);
+	op->res = cqe->res < 0 ? cqe->res : 0;
+	if (!op->res && (size_t)cqe->res < op->len)
+		op->res = -ENODATA; /* short: the caller says which */
+	io_uring_cqe_seen(&io->ring, cqe);
+	return true;
+}
+
+unsigned upg_io_start(struct upg_io *io, int fd, struct upg_io_op *ops,
+		      unsigned n, bool write)
+{
+	unsigned queued;
+	int ret;
+
+	for (unsigned i = 0; i < n; i++)
+		ops[i].res = i < io->depth ? -EINPROGRESS : -EAGAIN;
+	queued = queue(io, fd, ops, MIN(n, io->depth), write);
+	ret = queued ? io_uring_submit(&io->ring) : 0;
+	if (ret >= 0)
+		return queued;
+	for (unsigned i = 0; i < n; i++) /* nothing went out */
+		ops[i].res = ops[i].res != -EINPROGRESS ? ops[i].res : ret;
+	return 0;
+}
+
+/*
+ * Completions of several requests in flight arrive in any order, and each
+ * lands in its own op: wait until these @n ops are all done.
+ */
+void upg_io_finish(struct upg_io *io, struct upg_io_op *ops, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		while (ops[i].res == -EINPROGRESS)
+			if (!reap_one(io))
+				ops[i].res = -EIO; /* the ring failed */
 }
 
 unsigned upg_io_run(struct upg_io *io, int fd, struct upg_io_op *ops,
@@ -121,19 +152,11 @@ unsigned upg_io_run(struct upg_io *io, int fd, struct upg_io_op *ops,
 {
 	unsigned failed = 0;
 
-	for (unsigned i = 0; i < n; i++)
-		ops[i].res = -EINPROGRESS;
-	for (unsigned done = 0; done < n;) {
+	for (unsigned done = 0; done < n; done += io->depth) {
 		unsigned k = MIN(n - done, io->depth);
-		unsigned queued = queue(io, fd, ops + done, k, write);
-		int ret = queued ? io_uring_submit(&io->ring) : 0;
 
-		if (ret < 0) /* nothing went out: fail the batch */
-			for (unsigned i = done; i < done + k; i++)
-				ops[i].res = ops[i].res ? ops[i].res : ret;
-		else
-			reap(io, queued);
-		done += k;
+		upg_io_start(io, fd, ops + done, k, write);
+		upg_io_finish(io, ops + done, k);
 	}
 	for (unsigned i = 0; i < n; i++)
 		failed += ops[i].res != 0;

@@ -36,6 +36,16 @@ unsigned upg_io_run(struct upg_io *io, int fd, struct upg_io_op *ops,
 		    unsigned n, bool write);
 
 /*
+ * upg_io_start() - submit @n transfers without waiting
+ * At most the ring's depth may be in flight in all. The ops must stay in
+ * place until upg_io_finish() has waited for every one of them.
+ * Return: transfers queued.
+ */
+unsigned upg_io_start(struct upg_io *io, int fd, struct upg_io_op *ops,
+		      unsigned n, bool write);
+void upg_io_finish(struct upg_io *io, struct upg_io_op *ops, unsigned n);
+
+/*
  * upg_io_inject() - make the next transfers fail (tests only)
  * @after: transfers that still succeed first; @err: the -errno to return
  * (-EIO, -ENOSPC) or 0 to stop injecting; @write: inject into writes (true)

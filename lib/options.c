@@ -113,8 +113,7 @@ struct opt {
 	const char *help;
 };
 
-static opt_parse_fn parse_size, parse_uint, parse_bool, parse_level,
-	parse_path;
+static opt_parse_fn parse_size, parse_uint, parse_bool, parse_level, parse_path;
 static opt_format_fn format_size, format_uint, format_bool, format_level,
 	format_path;
 

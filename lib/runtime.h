@@ -31,7 +31,7 @@
 #define UPG_EVICT_BATCH 128
 #define UPG_CLUSTER_MAX 256
 #define UPG_SELF_ZAP_RING 64
-#define UPG_WB_BATCH 64
+#define UPG_WB_BATCH 128
 
 struct upg_handler {
 	struct upg *u;
@@ -44,8 +44,8 @@ struct upg_handler {
 	uint64_t seen_served;	 /* ours at the last check */
 	struct upg_stat_shard *stats;
 	struct upg_io *io; /* swap-in ring, made on first use */
-	char *buf;  /* max(cluster, readahead) pages: restore target */
-	char *zero; /* cluster pages of zeros, never written */
+	char *buf;	   /* max(cluster, readahead) pages: restore target */
+	char *zero;	   /* cluster pages of zeros, never written */
 };
 
 struct upg {
@@ -83,12 +83,12 @@ struct upg {
 	bool ev_paused;			 /* and idle now; under ev_lock */
 	size_t hand_region;		 /* clock hand, evictor-private */
 	size_t hand_idx;
-	char *staging;	     /* UPG_EVICT_BATCH pages, registered WP-only */
-	char *chunk_area;    /* 3 chunks of address space, for: */
-	char *chunk_staging; /* one 2 MiB-aligned chunk, for mremap */
-	bool remap;	     /* evict scattered pages with mremap */
+	char *staging;	      /* UPG_EVICT_BATCH pages, registered WP-only */
+	char *chunk_area;     /* 3 chunks of address space, for: */
+	char *chunk_staging;  /* one 2 MiB-aligned chunk, for mremap */
+	bool remap;	      /* evict scattered pages with mremap */
 	struct upg_io *ev_io; /* the evictor's ring (swap writes) */
-	char *wb_buf;	      /* UPG_WB_BATCH pages: write-back staging */
+	char *wb_buf;	      /* 2 x UPG_WB_BATCH pages: write-back staging */
 	size_t wb_region;     /* write-back hand, evictor-private */
 	size_t wb_idx;
 	/*

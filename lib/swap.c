@@ -36,11 +36,10 @@
 #include "common.h"
 #include "swap.h"
 
-#define SLOTS_MAX (1ULL << 28)	    /* 1 TiB of 4 KiB slots */
+#define SLOTS_MAX (1ULL << 28) /* 1 TiB of 4 KiB slots */
 #define REF_PINNED 255
-#define GROW_SLOTS 4096ULL	    /* the file grows 16 MiB at a time */
+#define GROW_SLOTS 4096ULL	      /* the file grows 16 MiB at a time */
 #define FAIL_BACKOFF_NS 1000000000ULL /* no writes for 1 s after a failure */
-#define WRITE_MAX 256		    /* pages per upg_swap_write() */
 
 struct hash128 {
 	uint64_t a, b;
@@ -54,10 +53,10 @@ struct upg_swap {
 	char name[256];
 	uint64_t nslots; /* limit */
 	uint64_t cursor;
-	_Atomic uint64_t used;	     /* slots this process references */
+	_Atomic uint64_t used;	      /* slots this process references */
 	_Atomic uint64_t *file_slots; /* shared: slots the file has room for */
-	_Atomic uint8_t *ref;	     /* shared: references per slot */
-	struct hash128 *hash;	     /* shared */
+	_Atomic uint8_t *ref;	      /* shared: references per slot */
+	struct hash128 *hash;	      /* shared */
 	_Atomic uint64_t fail_until;
 	_Atomic bool reported[C_NR];
 };
@@ -71,20 +70,34 @@ static uint64_t rotl(uint64_t x, int r)
 	return (x << r) | (x >> (64 - r));
 }
 
-/* Two independent 64-bit multiply-rotate lanes over the page's words. */
+/*
+ * Four independent multiply-rotate lanes over the page's words (so the
+ * multiplies overlap), folded into 128 bits. Not cryptographic: it guards
+ * against a racing store and a damaged file, not an adversary.
+ */
+static uint64_t mix(uint64_t h, uint64_t w, uint64_t k)
+{
+	return rotl((h ^ w) * k, 31);
+}
+
 static struct hash128 page_hash(const void *page)
 {
 	const uint64_t *w = page;
-	uint64_t a = 0x9e3779b97f4a7c15ULL, b = 0xc2b2ae3d27d4eb4fULL;
+	uint64_t h0 = 0x9e3779b97f4a7c15ULL, h1 = 0xc2b2ae3d27d4eb4fULL;
+	uint64_t h2 = 0x165667b19e3779f9ULL, h3 = 0x27d4eb2f165667c5ULL;
 
-	for (size_t i = 0; i < UPG_PAGE_SIZE / 8; i += 2) {
-		a = rotl((a ^ w[i]) * 0xff51afd7ed558ccdULL, 29) + w[i + 1];
-		b = rotl((b ^ w[i + 1]) * 0xc4ceb9fe1a85ec53ULL, 31) + w[i];
+	for (size_t i = 0; i < UPG_PAGE_SIZE / 8; i += 4) {
+		h0 = mix(h0, w[i], 0xff51afd7ed558ccdULL);
+		h1 = mix(h1, w[i + 1], 0xc4ceb9fe1a85ec53ULL);
+		h2 = mix(h2, w[i + 2], 0x94d049bb133111ebULL);
+		h3 = mix(h3, w[i + 3], 0xbf58476d1ce4e5b9ULL);
 	}
-	a ^= a >> 33;
-	b ^= b >> 29;
-	return (struct hash128){ a * 0xff51afd7ed558ccdULL,
-				 b * 0x94d049bb133111ebULL };
+	h0 = mix(h0, h2, 0xff51afd7ed558ccdULL);
+	h1 = mix(h1, h3, 0xc4ceb9fe1a85ec53ULL);
+	h0 ^= h0 >> 33;
+	h1 ^= h1 >> 29;
+	return (struct hash128){ h0 * 0x94d049bb133111ebULL,
+				 h1 * 0xbf58476d1ce4e5b9ULL };
 }
 
 /* ------------------------------------------------------------------ */
@@ -263,8 +276,8 @@ static bool take(struct upg_swap *sw, uint64_t s)
 void upg_swap_fork(struct upg_swap *sw)
 {
 	for (uint64_t s = 1; s < atomic_load(sw->file_slots); s++) {
-		uint8_t r = atomic_load_explicit(&sw->ref[s],
-						 memory_order_relaxed);
+		uint8_t r =
+			atomic_load_explicit(&sw->ref[s], memory_order_relaxed);
 
 		while (r && r != REF_PINNED &&
 		       !atomic_compare_exchange_weak(&sw->ref[s], &r,
@@ -283,9 +296,13 @@ static int grow(struct upg_swap *sw, uint64_t end)
 	if (sw->blockdev)
 		return -ENOSPC;
 	want = MIN(MAX(end, have + GROW_SLOTS), sw->nslots);
-	if (fallocate(sw->fd, 0, (off_t)(have << UPG_PAGE_SHIFT),
-		      (off_t)((want - have) << UPG_PAGE_SHIFT)) < 0)
-		return -errno;
+	/* Near a full file system, a smaller step may still fit. */
+	while (fallocate(sw->fd, 0, (off_t)(have << UPG_PAGE_SHIFT),
+			 (off_t)((want - have) << UPG_PAGE_SHIFT)) < 0) {
+		if (want == end || (errno != ENOSPC && errno != EDQUOT))
+			return -errno;
+		want = MAX(end, have + (want - have) / 4);
+	}
 	while (have < want &&
 	       !atomic_compare_exchange_weak(sw->file_slots, &have, want))
 		; /* another process may have grown it further */
@@ -396,7 +413,8 @@ static void failed(struct upg_swap *sw, struct upg_stat_shard *st, int err)
 	if (!atomic_exchange(&sw->reported[c], true))
 		upg_err("swap file %s: %s; the pages stay in memory (the "
 			"budget may overrun, see budget_overruns)",
-			sw->name, c == C_SHORT ? "short write" : strerror(-err));
+			sw->name,
+			c == C_SHORT ? "short write" : strerror(-err));
 }
 
 /* Allocate slots for pages [0, n) in contiguous runs. Return: pages with
@@ -427,8 +445,8 @@ static unsigned alloc_slots(struct upg_swap *sw, struct upg_stat_shard *st,
 }
 
 /* One request per stretch contiguous both in memory and in the file. */
-static unsigned build_ops(void *const *pages, const uint64_t *slots,
-			  unsigned n, struct upg_io_op *ops, unsigned *first)
+static unsigned build_ops(void *const *pages, const uint64_t *slots, unsigned n,
+			  struct upg_io_op *ops, unsigned *first)
 {
 	unsigned nops = 0;
 
@@ -450,36 +468,50 @@ static unsigned build_ops(void *const *pages, const uint64_t *slots,
 	return nops;
 }
 
+void upg_swap_write_start(struct upg_swap *sw, struct upg_io *io,
+			  struct upg_stat_shard *st, void *const *pages,
+			  unsigned n, uint64_t *slots, struct upg_swap_wr *w)
+{
+	w->n = MIN(n, UPG_SWAP_WRITE_MAX);
+	w->slots = slots;
+	w->got = alloc_slots(sw, st, w->n, slots);
+	for (unsigned i = 0; i < w->got; i++)
+		sw->hash[slots[i]] = page_hash(pages[i]);
+	w->nops = build_ops(pages, slots, w->got, w->ops, w->first);
+	w->queued = upg_io_start(io, sw->fd, w->ops, w->nops, true);
+}
+
+unsigned upg_swap_write_finish(struct upg_swap *sw, struct upg_io *io,
+			       struct upg_stat_shard *st, struct upg_swap_wr *w)
+{
+	unsigned bad = 0;
+
+	upg_io_finish(io, w->ops, w->nops);
+	for (unsigned k = 0; k < w->nops; k++) {
+		unsigned end = k + 1 < w->nops ? w->first[k + 1] : w->got;
+
+		if (!w->ops[k].res)
+			continue;
+		failed(sw, st, w->ops[k].res);
+		for (unsigned i = w->first[k]; i < end; i++) {
+			upg_swap_free(sw, w->slots[i]);
+			w->slots[i] = 0;
+		}
+	}
+	for (unsigned i = 0; i < w->n; i++)
+		bad += !w->slots[i];
+	upg_stat_add(st, UPG_STAT_swap_writes, w->n - bad);
+	return bad;
+}
+
 unsigned upg_swap_write(struct upg_swap *sw, struct upg_io *io,
 			struct upg_stat_shard *st, void *const *pages,
 			unsigned n, uint64_t *slots)
 {
-	struct upg_io_op ops[WRITE_MAX];
-	unsigned first[WRITE_MAX], got, nops, bad = 0;
-	uint64_t t0 = upg_now_ns();
+	struct upg_swap_wr w;
 
-	n = MIN(n, WRITE_MAX);
-	got = alloc_slots(sw, st, n, slots);
-	for (unsigned i = 0; i < got; i++)
-		sw->hash[slots[i]] = page_hash(pages[i]);
-	nops = build_ops(pages, slots, got, ops, first);
-	upg_io_run(io, sw->fd, ops, nops, true);
-	for (unsigned k = 0; k < nops; k++) {
-		unsigned end = k + 1 < nops ? first[k + 1] : got;
-
-		if (!ops[k].res)
-			continue;
-		failed(sw, st, ops[k].res);
-		for (unsigned i = first[k]; i < end; i++) {
-			upg_swap_free(sw, slots[i]);
-			slots[i] = 0;
-		}
-	}
-	for (unsigned i = 0; i < n; i++)
-		bad += !slots[i];
-	upg_stat_add(st, UPG_STAT_swap_writes, n - bad);
-	upg_stat_time(st, UPG_HIST_swap_write, upg_now_ns() - t0);
-	return bad;
+	upg_swap_write_start(sw, io, st, pages, n, slots, &w);
+	return upg_swap_write_finish(sw, io, st, &w);
 }
 
 int upg_swap_read(struct upg_swap *sw, struct upg_io *io, uint64_t slot,
@@ -497,7 +529,8 @@ int upg_swap_read(struct upg_swap *sw, struct upg_io *io, uint64_t slot,
 		return op.res;
 	for (unsigned i = 0; i < n; i++)
 		if (!upg_swap_matches(sw, slot + i,
-				      (char *)buf + ((size_t)i << UPG_PAGE_SHIFT)))
+				      (char *)buf +
+					      ((size_t)i << UPG_PAGE_SHIFT)))
 			return -EBADMSG;
 	return 0;
 }

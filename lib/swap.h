@@ -45,6 +45,23 @@ unsigned upg_swap_write(struct upg_swap *sw, struct upg_io *io,
 			struct upg_stat_shard *st, void *const *pages,
 			unsigned n, uint64_t *slots);
 
+#define UPG_SWAP_WRITE_MAX 256 /* pages per write */
+
+/* A write in flight: upg_swap_write() in two halves, to overlap work. */
+struct upg_swap_wr {
+	struct upg_io_op ops[UPG_SWAP_WRITE_MAX];
+	unsigned first[UPG_SWAP_WRITE_MAX];
+	unsigned n, got, nops, queued;
+	uint64_t *slots;
+};
+
+void upg_swap_write_start(struct upg_swap *sw, struct upg_io *io,
+			  struct upg_stat_shard *st, void *const *pages,
+			  unsigned n, uint64_t *slots, struct upg_swap_wr *w);
+unsigned upg_swap_write_finish(struct upg_swap *sw, struct upg_io *io,
+			       struct upg_stat_shard *st,
+			       struct upg_swap_wr *w);
+
 /*
  * upg_swap_read() - read @n pages from consecutive slots into @buf
  * Every page is checked against its hash. Return: 0, or -errno (-EIO for a

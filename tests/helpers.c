@@ -214,6 +214,10 @@ size_t t_store_race(const char *const *opts, unsigned threads, unsigned seconds,
 	size_t bad = 0;
 
 	cr_assert(truth && threads <= 8);
+	/* Incompressible pages, so that a small pool overflows to the file. */
+	t_fill(mem, RACE_PAGES, T_RANDOM);
+	for (size_t p = 0; p < RACE_PAGES; p++)
+		mem[p * (PAGE / 8)] = 0;
 	for (unsigned t = 0; t < threads; t++) {
 		r[t] = (struct racer){ mem,
 				       truth,

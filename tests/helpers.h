@@ -54,7 +54,7 @@ uint64_t t_rand(uint64_t *state);
 /*
  * t_store_race() - stores racing eviction
  * @threads writers each own every @threads-th page of a region 8x the
- * budget (4M) and keep storing increasing sequence numbers into words of
+ * budget (4M), filled with incompressible data, and keep storing increasing sequence numbers into words of
  * their pages, reading each back at once and re-reading older ones, for
  * @seconds. Returns the number of mismatches (lost or stale stores).
  */

@@ -51,3 +51,18 @@ Test(stress, stores_racing_all_dirty)
 
 	race(opts);
 }
+
+/*
+ * A 1 MiB pool: write-back moves entries to the swap file while faults
+ * read them back and stores dirty them again.
+ */
+Test(stress, stores_racing_swap_writeback)
+{
+	static const char *const opts[] = { "POOL_MAX=1M", NULL };
+	struct upg_stats s;
+	size_t bad = t_store_race(opts, 4, 60, &s);
+
+	cr_expect_eq(bad, 0, "%zu lost or stale stores", bad);
+	cr_expect_gt(s.swap_writeback, 10000, "write-back barely ran");
+	cr_expect_eq(s.fault_error + s.swap_read_errors, 0);
+}

@@ -19,9 +19,12 @@
 #include "helpers.h"
 
 #define BUDGET (16 * MiB)
-#define SIZE (4 * BUDGET)
-#define NPAGES (SIZE / PAGE)
 #define WORDS_PER_PAGE (PAGE / 8)
+
+/* The region: 4x the budget, or 8x for the swap tests (set per test). */
+static size_t ratio = 4;
+#define SIZE (ratio * BUDGET)
+#define NPAGES (SIZE / PAGE)
 
 struct rmw {
 	uint64_t *mem;
@@ -65,8 +68,8 @@ static size_t verify(uint64_t *mem, _Atomic uint64_t *delta)
 	return bad;
 }
 
-static void run_rmw(const char *const *opts, unsigned nthreads, bool seq,
-		    const char *feature)
+static struct upg_stats run_rmw(const char *const *opts, unsigned nthreads,
+				bool seq, const char *feature)
 {
 	struct upg *u = t_runtime(BUDGET, opts);
 	uint64_t *mem = t_region(u, SIZE);
@@ -94,6 +97,45 @@ static void run_rmw(const char *const *opts, unsigned nthreads, bool seq,
 	cr_expect_eq(s.fault_error, 0);
 	free(delta);
 	upg_destroy(u);
+	return s;
+}
+
+/*
+ * 8x oversubscription with a 1 MiB pool: most pages must go to the swap
+ * file and come back from it.
+ */
+static void run_swap(unsigned nthreads, bool seq)
+{
+	static const char *const opts[] = { "POOL_MAX=1M", NULL };
+	struct upg_stats s;
+
+	ratio = 8;
+	s = run_rmw(opts, nthreads, seq, "swap");
+	cr_expect_gt(s.swap_writes, NPAGES / 2, "swap writes: %llu",
+		     (unsigned long long)s.swap_writes);
+	cr_expect_gt(s.fault_swap, 100, "swap-ins: %llu",
+		     (unsigned long long)s.fault_swap);
+	cr_expect_eq(s.swap_read_errors, 0);
+}
+
+Test(integrity, swap_one_thread_random_8x)
+{
+	run_swap(1, false);
+}
+
+Test(integrity, swap_one_thread_sequential_8x)
+{
+	run_swap(1, true);
+}
+
+Test(integrity, swap_two_threads_random_8x)
+{
+	run_swap(2, false);
+}
+
+Test(integrity, swap_two_threads_sequential_8x)
+{
+	run_swap(2, true);
 }
 
 TestSuite(integrity, .timeout = 240);
@@ -182,4 +224,17 @@ Test(integrity, stores_racing_copy_eviction)
 	static const char *const opts[] = { "MOVE=0", NULL };
 
 	short_race(opts);
+}
+
+Test(integrity, stores_racing_swap_writeback)
+{
+	static const char *const opts[] = { "POOL_MAX=1M", NULL };
+	struct upg_stats s;
+	size_t bad = t_store_race(opts, 4, 4, &s);
+
+	cr_expect_eq(bad, 0, "%zu lost or stale stores", bad);
+	cr_expect_gt(s.swap_writeback, 1000, "write-back barely ran: %llu",
+		     (unsigned long long)s.swap_writeback);
+	cr_expect_gt(s.fault_swap, 100, "few swap-ins: %llu",
+		     (unsigned long long)s.fault_swap);
 }

@@ -80,7 +80,7 @@
 	X(same,	"same-filled fault")					\
 	X(swap,	"swap-in fault")					\
 	X(evict,	"eviction batch")					\
-	X(swap_write,	"swap file write batch")
+	X(swap_write,	"write-back run (select, decompress, write)")
 /* clang-format on */
 
 /* Histogram bucket i holds samples in [2^i, 2^(i+1)) nanoseconds. */

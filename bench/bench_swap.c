@@ -1,0 +1,296 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Swap tier benchmark, every phase next to its baseline in the same run,
+ * one JSON line per phase:
+ *
+ *   swapin     random single-page swap-ins (readahead and fault-around off)
+ *              against a bare io_uring 4 KiB read of the same file system
+ *              (O_DIRECT, queue depth 1): p50/p99 of both and the ratio;
+ *   scan       a sequential scan of swapped data with readahead against
+ *              the same scan with UPG_SWAP_READAHEAD=1: MB/s and the ratio;
+ *   writeback  write-back throughput (pages written per second of
+ *              write-back batch time: selecting, decompressing, hashing,
+ *              writing and publishing) while a fill pushes everything
+ *              through a 1 MiB pool, against the file's own sequential
+ *              write bandwidth with requests of a batch's size (512 KiB
+ *              O_DIRECT, queue depth 1); also the fill's own rate.
+ *
+ * Usage: bench_swap [--quick] [--dir DIR]   (default dir: $TMPDIR or /var/tmp)
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <upager.h>
+
+#include "wordtext.h"
+
+#define PAGE 4096UL
+#define MiB (1UL << 20)
+
+static size_t size_mb = 256;
+static const char *dir;
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+static double pct(double *v, size_t n, double p)
+{
+	qsort(v, n, sizeof(*v), cmp_double);
+	return v[(size_t)(p / 100 * (double)(n - 1))];
+}
+
+static struct upg *runtime(unsigned readahead, unsigned cluster)
+{
+	struct upg_params p;
+	struct upg *u;
+
+	upg_params_init(&p);
+	if (upg_params_from_env(&p))
+		goto fail;
+	p.budget = 16 * MiB;
+	p.pool_max = 1 * MiB;
+	p.cluster = cluster;
+	p.swap_readahead = readahead;
+	if (dir)
+		snprintf(p.swap_file, sizeof(p.swap_file), "%s", dir);
+	if (upg_create(&p, &u))
+		goto fail;
+	return u;
+fail:
+	fprintf(stderr, "bench_swap: %s\n", upg_last_error());
+	exit(1);
+}
+
+static char *filled(struct upg *u, size_t bytes, double *secs)
+{
+	char *m;
+	double t0 = now();
+
+	if (upg_reserve(u, bytes, (void **)&m)) {
+		fprintf(stderr, "bench_swap: %s\n", upg_last_error());
+		exit(1);
+	}
+	for (size_t off = 0; off < bytes; off += PAGE)
+		wordtext_fill(m + off, PAGE, off / PAGE);
+	if (secs)
+		*secs = now() - t0;
+	return m;
+}
+
+static struct upg_stats stats(struct upg *u)
+{
+	struct upg_stats s = { .size = sizeof(s) };
+
+	upg_stats_get(u, &s);
+	return s;
+}
+
+/* ---- bare io_uring on a file of the same file system ---- */
+
+static int bare_file(size_t bytes)
+{
+	char path[512];
+	const char *d = dir ? dir : getenv("TMPDIR");
+	int fd;
+
+	snprintf(path, sizeof(path), "%s", d && *d ? d : "/var/tmp");
+	fd = open(path, O_TMPFILE | O_RDWR | O_DIRECT, 0600);
+	if (fd < 0 || fallocate(fd, 0, 0, (off_t)bytes) < 0) {
+		fprintf(stderr, "bench_swap: %s: %s\n", path, strerror(errno));
+		exit(1);
+	}
+	return fd;
+}
+
+/* Write @bytes in @req-byte requests, @depth at a time. Return: seconds. */
+static double bare_write(struct io_uring *ring, int fd, char *buf, size_t bytes,
+			 size_t req, unsigned depth)
+{
+	double t0 = now();
+	size_t off = 0, inflight = 0;
+	struct io_uring_cqe *cqe;
+
+	while (off < bytes || inflight) {
+		while (off < bytes && inflight < depth) {
+			struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+
+			io_uring_prep_write(sqe, fd, buf, (unsigned)req, off);
+			off += req;
+			inflight++;
+		}
+		io_uring_submit(ring);
+		io_uring_wait_cqe(ring, &cqe);
+		io_uring_cqe_seen(ring, cqe);
+		inflight--;
+	}
+	return now() - t0;
+}
+
+static double bare_read_p(struct io_uring *ring, int fd, char *buf,
+			  size_t pages, size_t n, double p50_p99[2])
+{
+	double *lat = malloc(n * sizeof(*lat));
+	struct io_uring_cqe *cqe;
+	uint64_t x = 88172645463325252ULL;
+
+	for (size_t i = 0; i < n; i++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+		double t0;
+
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		io_uring_prep_read(sqe, fd, buf, PAGE, (x % pages) * PAGE);
+		t0 = now();
+		io_uring_submit(ring);
+		io_uring_wait_cqe(ring, &cqe);
+		io_uring_cqe_seen(ring, cqe);
+		lat[i] = (now() - t0) * 1e6;
+	}
+	p50_p99[0] = pct(lat, n, 50);
+	p50_p99[1] = pct(lat, n, 99);
+	free(lat);
+	return p50_p99[0];
+}
+
+/* ---- phases ---- */
+
+static void phase_swapin(size_t n)
+{
+	struct upg *u = runtime(1, 1);
+	size_t bytes = size_mb * MiB, pages = bytes / PAGE;
+	char *m = filled(u, bytes, NULL), *buf;
+	double *lat = malloc(n * sizeof(*lat)), bare[2];
+	uint64_t x = 2463534242ULL, sum = 0;
+	struct io_uring ring;
+	struct upg_stats s;
+	int fd;
+
+	for (size_t i = 0; i < n; i++) {
+		double t0;
+
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		t0 = now();
+		sum += (unsigned char)m[(x % pages) * PAGE + 64];
+		lat[i] = (now() - t0) * 1e6;
+	}
+	s = stats(u);
+	upg_destroy(u);
+	fd = bare_file(bytes);
+	buf = aligned_alloc(PAGE, 256 * 1024);
+	memset(buf, 'x', 256 * 1024);
+	io_uring_queue_init(64, &ring, 0);
+	bare_write(&ring, fd, buf, bytes, 256 * 1024, 8);
+	bare_read_p(&ring, fd, buf, pages, n, bare);
+	io_uring_queue_exit(&ring);
+	close(fd);
+	printf("{\"phase\":\"swapin\",\"accesses\":%zu,\"swap_faults\":%llu,"
+	       "\"p50_us\":%.1f,\"p99_us\":%.1f,\"bare_read_p50_us\":%.1f,"
+	       "\"bare_read_p99_us\":%.1f,\"ratio_p50\":%.2f,\"sum\":%llu}\n",
+	       n, (unsigned long long)s.fault_swap, pct(lat, n, 50),
+	       pct(lat, n, 99), bare[0], bare[1], pct(lat, n, 50) / bare[0],
+	       (unsigned long long)(sum & 1));
+	free(lat);
+	free(buf);
+}
+
+static double scan_mbs(unsigned readahead, unsigned long long *faults)
+{
+	struct upg *u = runtime(readahead, 16);
+	size_t bytes = size_mb * MiB;
+	char *m = filled(u, bytes, NULL);
+	volatile unsigned long sum = 0;
+	double t0, dt;
+
+	/* Evict the start of the region first: scan what is in the file. */
+	t0 = now();
+	for (size_t off = 0; off < bytes; off += PAGE)
+		sum += (unsigned char)m[off];
+	dt = now() - t0;
+	*faults = stats(u).fault_swap;
+	upg_destroy(u);
+	return (double)bytes / MiB / dt;
+}
+
+static void phase_scan(void)
+{
+	unsigned long long f_ra, f_no;
+	double ra = scan_mbs(32, &f_ra), no = scan_mbs(1, &f_no);
+
+	printf("{\"phase\":\"scan\",\"size_mb\":%zu,\"readahead_mbs\":%.1f,"
+	       "\"readahead_faults\":%llu,\"no_readahead_mbs\":%.1f,"
+	       "\"no_readahead_faults\":%llu,\"ratio\":%.2f}\n",
+	       size_mb, ra, f_ra, no, f_no, ra / no);
+}
+
+static void phase_writeback(void)
+{
+	struct upg *u = runtime(32, 16);
+	size_t bytes = size_mb * MiB;
+	double fill, bare, busy;
+	struct io_uring ring;
+	struct upg_stats s;
+	char *buf;
+	int fd;
+
+	filled(u, bytes, &fill);
+	s = stats(u);
+	busy = (double)s.lat_swap_write.sum_ns * 1e-9;
+	upg_destroy(u);
+	fd = bare_file(bytes);
+	buf = aligned_alloc(PAGE, 512 * 1024);
+	memset(buf, 'x', 512 * 1024);
+	io_uring_queue_init(64, &ring, 0);
+	bare = bare_write(&ring, fd, buf, bytes, 512 * 1024, 1);
+	io_uring_queue_exit(&ring);
+	close(fd);
+	free(buf);
+	printf("{\"phase\":\"writeback\",\"pages_written\":%llu,"
+	       "\"written_back\":%llu,\"fill_s\":%.2f,\"fill_mbs\":%.1f,"
+	       "\"writeback_mbs\":%.1f,\"file_seq_write_mbs\":%.1f,"
+	       "\"ratio\":%.2f}\n",
+	       (unsigned long long)s.swap_writes,
+	       (unsigned long long)s.swap_writeback, fill,
+	       (double)bytes / MiB / fill,
+	       (double)s.swap_writeback * PAGE / MiB / busy,
+	       (double)bytes / MiB / bare,
+	       (double)s.swap_writeback * PAGE / MiB / busy /
+		       ((double)bytes / MiB / bare));
+}
+
+int main(int argc, char **argv)
+{
+	size_t n = 20000;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--quick")) {
+			size_mb = 96;
+			n = 3000;
+		} else if (!strcmp(argv[i], "--dir") && i + 1 < argc) {
+			dir = argv[++i];
+		} else {
+			fprintf(stderr, "usage: bench_swap [--quick] "
+					"[--dir DIR]\n");
+			return 2;
+		}
+	}
+	phase_swapin(n);
+	phase_scan();
+	phase_writeback();
+	return 0;
+}

@@ -1,0 +1,322 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The swap file tier: where the file lives and who can see it, clean pages
+ * that keep their slot, a file system that fills up, write and read errors
+ * (injected), a corrupt file, fork() with swapped pages. Integrity at 8x
+ * oversubscription is in test_integrity.c.
+ *
+ * Tests that mount a file system do it in a private mount namespace
+ * (unshare), so the mount goes away with the test process even if it
+ * crashes.
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "io.h"
+#include "runtime.h"
+
+#define BUDGET (8 * MiB)
+#define SIZE (64 * MiB)
+#define NPAGES (SIZE / PAGE)
+
+TestSuite(swap, .timeout = 180);
+
+/* A runtime whose 1 MiB pool overflows into the swap file at once. */
+static struct upg *swap_runtime(const char *file)
+{
+	char opt[300];
+	const char *opts[] = { "POOL_MAX=1M", file ? opt : NULL, NULL };
+
+	snprintf(opt, sizeof(opt), "SWAP_FILE=%s", file ? file : "");
+	return t_runtime(BUDGET, opts);
+}
+
+static size_t dir_entries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	size_t n = 0;
+
+	cr_assert(d, "%s: %s", dir, strerror(errno));
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
+}
+
+Test(swap, default_file_is_unlinked_and_private)
+{
+	char dir[] = "/tmp/upg-swap-XXXXXX", link[64], target[512];
+	struct upg *u;
+	struct stat st;
+	ssize_t n;
+
+	cr_assert(mkdtemp(dir));
+	setenv("TMPDIR", dir, 1);
+	u = swap_runtime(NULL);
+	cr_assert(u->swap);
+	cr_expect_eq(dir_entries(dir), 2, "the swap file is visible in %s",
+		     dir);
+	cr_assert_eq(fstat(upg_swap_fd(u->swap), &st), 0);
+	cr_expect_eq(st.st_mode & 0777, 0600, "mode %o", st.st_mode & 0777);
+	cr_expect_eq(st.st_nlink, 0, "the swap file has a name");
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", upg_swap_fd(u->swap));
+	n = readlink(link, target, sizeof(target) - 1);
+	cr_assert_gt(n, 0);
+	target[n] = 0;
+	cr_expect(strstr(target, dir), "%s is not in %s", target, dir);
+	upg_destroy(u);
+	unsetenv("TMPDIR");
+	rmdir(dir);
+}
+
+Test(swap, named_directory_and_bad_path)
+{
+	struct upg_params p;
+	struct upg *u = NULL;
+
+	upg_params_init(&p);
+	cr_assert_eq(upg_params_set(&p, "SWAP_FILE", "/nonexistent/dir/f"), 0);
+	cr_assert_lt(upg_create(&p, &u), 0);
+	if (strstr(upg_last_error(), "userfaultfd"))
+		cr_skip_test("userfaultfd unavailable: %s", upg_last_error());
+	cr_expect(strstr(upg_last_error(), "UPG_SWAP_FILE") &&
+			  strstr(upg_last_error(), "/nonexistent/dir/f") &&
+			  strstr(upg_last_error(), "No such file"),
+		  "unclear error: %s", upg_last_error());
+	cr_expect_eq(upg_params_set(&p, "SWAP_READAHEAD", "3"), 0);
+	cr_expect_lt(upg_create(&p, &u), 0);
+	cr_expect(strstr(upg_last_error(), "UPG_SWAP_READAHEAD"), "%s",
+		  upg_last_error());
+}
+
+/* Read every page; return how many pages the file took in meanwhile. */
+static uint64_t read_pass(struct upg *u, const char *m)
+{
+	uint64_t before = t_stats(u).swap_writes;
+
+	cr_assert_eq(t_verify(m, NPAGES, T_TEXT), 0);
+	return t_stats(u).swap_writes - before;
+}
+
+Test(swap, clean_pages_keep_their_slot)
+{
+	struct upg *u = swap_runtime(NULL);
+	char *m = t_region(u, SIZE);
+	struct upg_stats s;
+	uint64_t w1, w2;
+
+	t_fill(m, NPAGES, T_TEXT);
+	w1 = read_pass(u, m);
+	w2 = read_pass(u, m);
+	s = t_stats(u);
+	cr_expect_gt(s.fault_swap, 0);
+	cr_expect_gt(s.swap_clean_drop, NPAGES / 2, "clean drops: %llu",
+		     (unsigned long long)s.swap_clean_drop);
+	/* Read-only passes write (almost) nothing: only pool write-back. */
+	cr_expect_lt(w2, NPAGES / 10, "pass 2 wrote %llu pages (pass 1: %llu)",
+		     (unsigned long long)w2, (unsigned long long)w1);
+	upg_destroy(u);
+}
+
+/* A private mount namespace and a small tmpfs in a fresh directory. */
+static void small_fs(char *dir, const char *size)
+{
+	char opt[32];
+
+	if (unshare(CLONE_NEWNS) < 0)
+		cr_skip_test("cannot make a mount namespace: %s",
+			     strerror(errno));
+	cr_assert_eq(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
+	cr_assert(mkdtemp(dir));
+	snprintf(opt, sizeof(opt), "size=%s,mode=0700", size);
+	if (mount("upg-test", dir, "tmpfs", 0, opt) < 0)
+		cr_skip_test("cannot mount tmpfs: %s", strerror(errno));
+}
+
+static void small_fs_done(char *dir)
+{
+	umount2(dir, MNT_DETACH);
+	rmdir(dir);
+}
+
+Test(swap, full_file_system_overruns_without_loss)
+{
+	char dir[] = "/tmp/upg-fs-XXXXXX";
+	struct upg *u;
+	struct upg_stats s;
+	char *m;
+
+	small_fs(dir, "4m");
+	u = swap_runtime(dir);
+	m = t_region(u, 32 * MiB);
+	t_fill(m, 32 * MiB / PAGE, T_RANDOM);
+	cr_expect_eq(t_verify(m, 32 * MiB / PAGE, T_RANDOM), 0);
+	s = t_stats(u);
+	cr_expect_gt(s.swap_err_nospc, 0, "the file system never filled");
+	cr_expect_gt(s.swap_writes, 0);
+	cr_expect_leq(s.swap_file_bytes, 4 * MiB);
+	cr_expect_gt(s.budget_overruns, 0);
+	cr_expect_eq(s.fault_error + s.swap_read_errors, 0);
+	upg_destroy(u);
+	small_fs_done(dir);
+}
+
+static void write_errors(int err, size_t expect_field)
+{
+	struct upg *u = swap_runtime(NULL);
+	char *m = t_region(u, 32 * MiB);
+	struct upg_stats s;
+	uint64_t *counters = (uint64_t *)&s;
+
+	upg_io_inject(true, 0, err);
+	t_fill(m, 32 * MiB / PAGE, T_TEXT);
+	cr_expect_eq(t_verify(m, 32 * MiB / PAGE, T_TEXT), 0);
+	s = t_stats(u);
+	cr_expect_gt(counters[expect_field / 8], 0, "error not counted");
+	cr_expect_eq(s.swap_writes, 0);
+	cr_expect_gt(s.budget_overruns, 0);
+	/* The file works again: writing resumes, nothing was lost. */
+	upg_io_inject(true, 0, 0);
+	t_fill(m, 32 * MiB / PAGE, T_TEXT);
+	usleep(1100 * 1000); /* past the failure back-off */
+	cr_expect_eq(t_verify(m, 32 * MiB / PAGE, T_TEXT), 0);
+	cr_expect_eq(t_verify(m, 32 * MiB / PAGE, T_TEXT), 0);
+	s = t_stats(u);
+	cr_expect_gt(s.swap_writes, 0, "writes did not resume");
+	upg_destroy(u);
+}
+
+Test(swap, write_error_keeps_pages)
+{
+	write_errors(-EIO, offsetof(struct upg_stats, swap_err_io));
+}
+
+Test(swap, short_write_keeps_pages)
+{
+	write_errors(-ENODATA, offsetof(struct upg_stats, swap_err_short));
+}
+
+/* The first page of @m that lives in the swap file. */
+static char *swapped_page(struct upg *u, char *m, uint64_t *slot)
+{
+	struct upg_region *r = upg_region_find(u, m);
+
+	for (size_t i = 0; i < r->npages; i++) {
+		uint64_t v = atomic_load(&r->pte[i]);
+
+		if (pte_state(v) == PTE_EVICTED && (v & PTE_SWAP)) {
+			*slot = pte_payload(v);
+			return m + i * PAGE;
+		}
+	}
+	cr_assert_fail("no page in the swap file");
+	return NULL;
+}
+
+/*
+ * In a child (whose stderr goes to @log): touch a swapped page that cannot
+ * be read back. It must die of SIGBUS, not read zeros.
+ */
+static void touch_lost_page(char *page, bool corrupt, uint64_t slot, int fd,
+			    const char *log)
+{
+	/* Aligned: the file may be open with O_DIRECT. */
+	static char junk[PAGE] __attribute__((aligned(PAGE))) = "not it";
+	int status, out;
+	pid_t pid = fork();
+
+	cr_assert_geq(pid, 0);
+	if (!pid) {
+		out = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		dup2(out, 2);
+		if (corrupt &&
+		    pwrite(fd, junk, PAGE, (off_t)(slot * PAGE)) != PAGE)
+			_exit(5);
+		if (!corrupt)
+			upg_io_inject(false, 0, -EIO);
+		_exit(page[100] == 0 ? 3 : 4);
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_expect(WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS,
+		  "the lost page did not raise SIGBUS (status %#x)", status);
+}
+
+static void lost_page(bool corrupt, const char *why)
+{
+	char log[] = "/tmp/upg-log-XXXXXX", text[4096] = "";
+	struct upg *u = swap_runtime(NULL);
+	char *m = t_region(u, SIZE), *page;
+	uint64_t slot;
+	int fd = mkstemp(log);
+
+	cr_assert_geq(fd, 0);
+	t_fill(m, NPAGES, T_TEXT);
+	page = swapped_page(u, m, &slot);
+	touch_lost_page(page, corrupt, slot, upg_swap_fd(u->swap), log);
+	cr_assert_geq(read(fd, text, sizeof(text) - 1), 0);
+	cr_expect(strstr(text, "cannot read back page") && strstr(text, why) &&
+			  strstr(text, "slot"),
+		  "unclear error: %s", text);
+	close(fd);
+	unlink(log);
+	/* Injected errors were the child's: the parent's page is intact. */
+	if (!corrupt)
+		cr_expect(t_page_check(page, T_TEXT,
+				       (uint64_t)(page - m) / PAGE, 0));
+	upg_destroy(u);
+}
+
+Test(swap, read_error_raises_sigbus)
+{
+	lost_page(false, "Input/output error");
+}
+
+Test(swap, corrupt_file_detected_by_checksum)
+{
+	lost_page(true, "checksum");
+}
+
+/* Parent and child share the file: neither may overwrite the other. */
+Test(swap, fork_shares_the_file_safely)
+{
+	struct upg *u = swap_runtime(NULL);
+	char *m = t_region(u, SIZE);
+	int status;
+	pid_t pid;
+
+	t_fill(m, NPAGES, T_TEXT);
+	cr_assert_gt(t_stats(u).swap_writes, NPAGES / 2);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (!pid) {
+		if (t_verify(m, NPAGES, T_TEXT))
+			_exit(1);
+		for (size_t p = 0; p < NPAGES; p++)
+			t_page_fill(m + p * PAGE, T_TEXT, p, 2);
+		for (size_t p = 0; p < NPAGES; p++)
+			if (!t_page_check(m + p * PAGE, T_TEXT, p, 2))
+				_exit(2);
+		_exit(0);
+	}
+	for (size_t p = 0; p < NPAGES; p++)
+		t_page_fill(m + p * PAGE, T_TEXT, p, 1);
+	for (size_t p = 0; p < NPAGES; p++)
+		cr_expect(t_page_check(m + p * PAGE, T_TEXT, p, 1),
+			  "parent page %zu", p);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_expect(WIFEXITED(status) && !WEXITSTATUS(status),
+		  "child failed: %#x", status);
+	upg_destroy(u);
+}
