@@ -17,10 +17,19 @@
 
 TestSuite(alloc, .timeout = 60);
 
+/*
+ * A heap over a runtime with @opts. REMOVE events are off, as for the
+ * default heap: a heap over a runtime that follows them never purges.
+ */
 static struct upg_heap *t_heap(struct upg **up, size_t budget,
 			       const char *const *opts)
 {
-	struct upg *u = t_runtime(budget, opts);
+	const char *all[8] = { "REMOVE_EVENTS=off" };
+	struct upg *u;
+
+	for (size_t i = 0; opts && opts[i] && i < 6; i++)
+		all[i + 1] = opts[i];
+	u = t_runtime(budget, all);
 	struct upg_heap *h = NULL;
 
 	cr_assert_eq(upg_heap_create(u, 4UL << 30, &h), 0, "%s",
@@ -318,6 +327,29 @@ Test(alloc, freed_pages_are_discarded)
 	t_heap_done(u, h);
 }
 
+/* Over a runtime that follows REMOVE events, only trim discards. */
+Test(alloc, no_automatic_discard_with_remove_events)
+{
+	const char *const opts[] = { "REMOVE_EVENTS=on", "FREE_DIRTY=1M",
+				     NULL };
+	struct upg *u = t_runtime(64 * MiB, opts);
+	struct upg_heap *h = NULL;
+	uint64_t before;
+	char *p;
+
+	if (!u->caps.remove)
+		cr_skip_test("the kernel lacks UFFD_FEATURE_EVENT_REMOVE");
+	cr_assert_eq(upg_heap_create(u, 1UL << 30, &h), 0);
+	before = t_stats(u).discard_pages;
+	p = upg_heap_malloc(h, 8 << 20);
+	memset(p, 1, 8 << 20);
+	upg_heap_free(h, p);
+	cr_assert_eq(t_stats(u).discard_pages, before);
+	cr_assert_geq(upg_heap_trim(h), 2048);
+	cr_assert_geq(t_stats(u).discard_pages - before, 2048);
+	t_heap_done(u, h);
+}
+
 Test(alloc, small_frees_are_batched_not_discarded_one_by_one)
 {
 	struct upg *u;
@@ -348,14 +380,20 @@ Test(alloc, free_never_faults_evicted_pages)
 	p[0] = upg_heap_realloc(h, p[0], 4 << 20); /* one large block too */
 	t_evict_all(u, 4 * MiB, 16 * MiB);
 	s0 = t_stats(u);
-	cr_assert_gt(s0.evict_pages, 1000);
+	cr_assert_gt(s0.evict_pages, 1000, "evicted %lu pages",
+		     (unsigned long)s0.evict_pages);
 	for (size_t i = N; i-- > 0;)
 		upg_heap_free(h, p[i]);
 	upg_heap_trim(h);
 	s1 = t_stats(u);
 	cr_assert_eq(s1.fault_zero + s1.fault_pool + s1.fault_same,
 		     s0.fault_zero + s0.fault_pool + s0.fault_same,
-		     "free() faulted pages in");
+		     "free() faulted pages in: zero %lu->%lu pool %lu->%lu "
+		     "same %lu->%lu",
+		     (unsigned long)s0.fault_zero, (unsigned long)s1.fault_zero,
+		     (unsigned long)s0.fault_pool, (unsigned long)s1.fault_pool,
+		     (unsigned long)s0.fault_same,
+		     (unsigned long)s1.fault_same);
 	cr_assert_gt(s1.discard_pages, s0.discard_pages);
 	free(p);
 	t_heap_done(u, h);
