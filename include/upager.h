@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <upager/alloc.h>
 #include <upager/stats.h>
 
 #ifdef __cplusplus
@@ -46,6 +47,7 @@ struct upg_params {
 	size_t pool_max; /* UPG_POOL_MAX: compressed pool limit, 0 = auto */
 	size_t headroom; /* UPG_HEADROOM: free space the evictor keeps, 0 = auto */
 	size_t reserve;	   /* UPG_RESERVE: default region size (allocator) */
+	size_t free_dirty; /* UPG_FREE_DIRTY: freed bytes kept undiscarded */
 	unsigned handlers; /* UPG_HANDLERS: fault threads, 0 = one per CPU */
 	unsigned cluster;  /* UPG_CLUSTER: fault-around window, pages */
 	bool use_move;	   /* UPG_MOVE: evict with UFFDIO_MOVE if available */

@@ -453,29 +453,6 @@ static size_t evict_move(struct upg *u, struct victim *v, size_t n)
 /* Copy fallback                                                       */
 /* ------------------------------------------------------------------ */
 
-/*
- * Zap part of a run the evictor holds locked. With REMOVE events on, the
- * range is recorded first so that the handler reading the event knows it
- * is ours (a free ring slot always exists: each madvise waits until its
- * event is read, and handlers consume records as they go).
- */
-static void self_zap(struct upg *u, char *start, size_t len)
-{
-	if (u->caps.remove) {
-		for (;;) {
-			unsigned i = u->self_zap_next++ % UPG_SELF_ZAP_RING;
-
-			if (atomic_load(&u->self_zap[i].start))
-				continue;
-			atomic_store(&u->self_zap[i].end,
-				     (uintptr_t)start + len);
-			atomic_store(&u->self_zap[i].start, (uintptr_t)start);
-			break;
-		}
-	}
-	madvise(start, len, MADV_DONTNEED);
-}
-
 /* Zap and publish the stored pages of a run, in contiguous stretches. */
 static size_t zap_stored(struct upg *u, struct victim *v, const int64_t *e,
 			 size_t k)
@@ -487,8 +464,8 @@ static size_t zap_stored(struct upg *u, struct victim *v, const int64_t *e,
 		for (n = 0; j + n < k && e[j + n] >= 0; n++)
 			;
 		if (n)
-			self_zap(u, start + (j << UPG_PAGE_SHIFT),
-				 n << UPG_PAGE_SHIFT);
+			upg_self_zap(u, start + (j << UPG_PAGE_SHIFT),
+				     n << UPG_PAGE_SHIFT);
 		for (size_t i = j; i < j + n; i++)
 			upg_page_publish(u, v[i].r, v[i].idx, PTE_RESIDENT,
 					 (uint64_t)e[i]);
@@ -498,13 +475,29 @@ static size_t zap_stored(struct upg *u, struct victim *v, const int64_t *e,
 	return evicted;
 }
 
-/* Write-protect, copy out and zap one contiguous run of victims. */
+/*
+ * Write-protect, copy out and zap one contiguous run of victims. The
+ * protection must hold before the copy, or a store made during the copy is
+ * lost with the zap: UFFDIO_WRITEPROTECT fails with EAGAIN while an event
+ * is pending (another thread's madvise, e.g. upg_discard()), so retry until
+ * a handler has read it; on any other error the run stays resident.
+ */
 static size_t copy_run(struct upg *u, struct victim *v, size_t k)
 {
 	char *start = region_addr(v[0].r, v[0].idx);
 	int64_t e[UPG_EVICT_BATCH];
+	int err;
 
-	upg_uffd_writeprotect(u->uffd, start, k << UPG_PAGE_SHIFT, true);
+	while ((err = upg_uffd_writeprotect(u->uffd, start, k << UPG_PAGE_SHIFT,
+					    true)) == -EAGAIN)
+		sched_yield();
+	if (err) {
+		upg_err("cannot write-protect %zu pages at %p for eviction: %s",
+			k, (void *)start, strerror(-err));
+		for (size_t j = 0; j < k; j++)
+			keep_resident(u, &v[j]);
+		return 0;
+	}
 	for (size_t j = 0; j < k; j++)
 		e[j] = store_page(u, &v[j], start + (j << UPG_PAGE_SHIFT));
 	for (size_t j = 0; j < k; j++) {

@@ -37,6 +37,8 @@
 	  "free budget the evictor keeps; 0 = auto")			\
 	X(RESERVE, reserve, size, "64G",				\
 	  "default region size (allocator)")				\
+	X(FREE_DIRTY, free_dirty, size, "0",				\
+	  "freed bytes the allocator keeps before discarding; 0 = auto") \
 	X(HANDLERS, handlers, uint, "0",				\
 	  "fault handler threads; 0 = one per CPU")			\
 	X(IDLE_HANDLERS, idle_handlers, bool, "off",			\

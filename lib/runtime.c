@@ -158,6 +158,32 @@ static uint64_t lock_page(upg_pte_t *p)
 }
 
 /*
+ * A ring slot is claimed with a CAS from 0 to 1 (never a real start: they
+ * are page aligned), filled, then published by storing the start. A free
+ * slot always comes round: each madvise() waits until its event is read,
+ * and handlers consume records as they read them.
+ */
+void upg_self_zap(struct upg *u, void *start, size_t len)
+{
+	if (u->caps.remove) {
+		for (unsigned i = atomic_fetch_add(&u->self_zap_next, 1);;
+		     i++) {
+			unsigned k = i % UPG_SELF_ZAP_RING;
+			uintptr_t none = 0;
+
+			if (!atomic_compare_exchange_strong(
+				    &u->self_zap[k].start, &none, 1))
+				continue;
+			atomic_store(&u->self_zap[k].end,
+				     (uintptr_t)start + len);
+			atomic_store(&u->self_zap[k].start, (uintptr_t)start);
+			break;
+		}
+	}
+	madvise(start, len, MADV_DONTNEED);
+}
+
+/*
  * Forget pages [idx, end) of @r: free stored copies, zap resident pages,
  * mark untouched. Pages are locked while the range is zapped so that no
  * fault installs stale contents in between.
@@ -178,8 +204,7 @@ static void forget_range(struct upg *u, struct upg_region *r, size_t idx,
 		n++;
 	}
 	if (zap && n)
-		madvise(region_addr(r, first), n << UPG_PAGE_SHIFT,
-			MADV_DONTNEED);
+		upg_self_zap(u, region_addr(r, first), n << UPG_PAGE_SHIFT);
 	for (size_t i = idx; i < end; i++)
 		upg_page_publish(u, r, i, PTE_UNTOUCHED, PTE_UNTOUCHED);
 	upg_uncharge(u, resident);

@@ -100,7 +100,7 @@ struct upg {
 		_Atomic uintptr_t start;
 		_Atomic uintptr_t end;
 	} self_zap[UPG_SELF_ZAP_RING];
-	unsigned self_zap_next;
+	_Atomic unsigned self_zap_next;
 
 	unsigned nhandlers;
 	struct upg_handler *handlers;
@@ -150,6 +150,17 @@ static inline void upg_uncharge(struct upg *u, long n)
  */
 void upg_page_publish(struct upg *u, struct upg_region *r, size_t idx,
 		      uint64_t from, uint64_t val);
+
+/*
+ * upg_self_zap() - madvise(MADV_DONTNEED) a range of managed memory that
+ * the runtime itself empties (the evictor's copy fallback, upg_discard())
+ * With REMOVE events on, the range is recorded first so that the handler
+ * reading the event knows it is ours and leaves the pages alone: the
+ * caller has done the bookkeeping, and by the time a handler gets to the
+ * event the pages may hold new data. Thread-safe; the caller holds the
+ * pages' locks.
+ */
+void upg_self_zap(struct upg *u, void *start, size_t len);
 
 /* upg_page_drop_copy() - free the stored copy an entry refers to, if any */
 void upg_page_drop_copy(struct upg *u, uint64_t val);

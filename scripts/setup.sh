@@ -2,9 +2,12 @@
 # Set up upager on Debian 12 (or another Debian-like system): install the
 # build dependencies that are missing, build, and run the demo.
 #
-#   sudo bash scripts/setup.sh [--no-demo] [demo options...]
+#   sudo bash scripts/setup.sh [--no-demo] [--integ] [demo options...]
 #
-# --no-demo stops after the build (scripts/test.sh uses it). Any other
+# --no-demo stops after the build (scripts/test.sh uses it). --integ also
+# installs the programs of the integration suite (INTEG_PACKAGES; meson
+# test --suite integ); their services are not started by the tests, which
+# run private instances. Any other
 # arguments go to build/examples/upager-demo, e.g. --seconds 3 or --json.
 # BUILD_DIR overrides the build directory (default: build/ in the source
 # tree). Packages are installed only when missing; installing needs root,
@@ -13,6 +16,7 @@ set -euo pipefail
 
 PACKAGES=(build-essential meson ninja-build pkg-config liburing-dev
 	liblz4-dev libcriterion-dev gnuplot-nox python3)
+INTEG_PACKAGES=(redis-server redis-tools memcached sqlite3 python3)
 
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${BUILD_DIR:-$src/build}
@@ -121,10 +125,14 @@ run_demo() {
 main() {
 	local demo=1
 
-	if [[ ${1:-} == --no-demo ]]; then
-		demo=0
+	while [[ ${1:-} == --no-demo || ${1:-} == --integ ]]; do
+		if [[ $1 == --no-demo ]]; then
+			demo=0
+		else
+			PACKAGES+=("${INTEG_PACKAGES[@]}")
+		fi
 		shift
-	fi
+	done
 	check_debian
 	install_missing
 	configure_and_build

@@ -1,0 +1,546 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The allocator (lib/alloc*.c, lib/boot.c): size classes, alignment,
+ * realloc, usable size, thread caches across thread exit, discard of freed
+ * pages, metadata kept outside managed memory, the default heap and the
+ * bootstrap arena.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "helpers.h"
+#include "runtime.h"
+
+TestSuite(alloc, .timeout = 60);
+
+/*
+ * A heap over a runtime with @opts. REMOVE events are off, as for the
+ * default heap: a heap over a runtime that follows them never purges.
+ */
+static struct upg_heap *t_heap(struct upg **up, size_t budget,
+			       const char *const *opts)
+{
+	const char *all[8] = { "REMOVE_EVENTS=off" };
+	struct upg *u;
+
+	for (size_t i = 0; opts && opts[i] && i < 6; i++)
+		all[i + 1] = opts[i];
+	u = t_runtime(budget, all);
+	struct upg_heap *h = NULL;
+
+	cr_assert_eq(upg_heap_create(u, 4UL << 30, &h), 0, "%s",
+		     upg_last_error());
+	*up = u;
+	return h;
+}
+
+static void t_heap_done(struct upg *u, struct upg_heap *h)
+{
+	upg_heap_destroy(h);
+	upg_destroy(u);
+}
+
+/* A byte pattern unique to (block, offset). */
+static uint8_t pat(size_t k, size_t i)
+{
+	return (uint8_t)(k * 131 + i * 7 + (i >> 8));
+}
+
+static void fill(void *p, size_t n, size_t k)
+{
+	for (size_t i = 0; i < n; i++)
+		((uint8_t *)p)[i] = pat(k, i);
+}
+
+static bool check(const void *p, size_t n, size_t k)
+{
+	for (size_t i = 0; i < n; i++)
+		if (((const uint8_t *)p)[i] != pat(k, i))
+			return false;
+	return true;
+}
+
+Test(alloc, every_size_class_distinct_and_writable)
+{
+	struct upg *u;
+	struct upg_heap *h = t_heap(&u, 256 * MiB, NULL);
+	enum { N = 40 };
+	void *p[UPG_NCLASS][N];
+
+	for (unsigned c = 0; c < UPG_NCLASS; c++) {
+		size_t size = upg_class_size[c];
+
+		cr_assert_eq(upg_size_class(size), c, "size %zu", size);
+		cr_assert_eq(upg_size_class(size - (c ? 1 : 15)), c);
+		if (c + 1 < UPG_NCLASS)
+			cr_assert_eq(upg_size_class(size + 1), c + 1);
+		for (size_t k = 0; k < N; k++) {
+			p[c][k] = upg_heap_malloc(h, size);
+			cr_assert_not_null(p[c][k]);
+			cr_assert(upg_heap_owns(h, p[c][k]));
+			cr_assert_eq((uintptr_t)p[c][k] % 16, 0);
+			cr_assert_eq(upg_heap_usable_size(h, p[c][k]), size);
+			fill(p[c][k], size, c * N + k);
+		}
+	}
+	for (unsigned c = 0; c < UPG_NCLASS; c++)
+		for (size_t k = 0; k < N; k++) {
+			cr_assert(check(p[c][k], upg_class_size[c], c * N + k),
+				  "class %u block %zu overwritten", c, k);
+			upg_heap_free(h, p[c][k]);
+		}
+	t_heap_done(u, h);
+}
+
+Test(alloc, zero_and_large_sizes)
+{
+	struct upg *u;
+	struct upg_heap *h = t_heap(&u, 256 * MiB, NULL);
+	static const size_t sizes[] = { 0,	 1,	 32769,
+					65536,	 100000, (1 << 20) + 1,
+					33 << 20 };
+
+	for (size_t i = 0; i < ARRAY_SIZE(sizes); i++) {
+		void *p = upg_heap_malloc(h, sizes[i]);
+		size_t us = upg_heap_usable_size(h, p);
+
+		cr_assert_not_null(p, "size %zu", sizes[i]);
+		cr_assert_geq(us, sizes[i]);
+		cr_assert_leq(us, MAX(sizes[i] + 4095, 16UL));
+		fill(p, us, i);
+		cr_assert(check(p, us, i));
+		upg_heap_free(h, p);
+	}
+	errno = 0;
+	cr_assert_null(upg_heap_malloc(h, SIZE_MAX - 100));
+	cr_assert_eq(errno, ENOMEM);
+	cr_assert_null(upg_heap_calloc(h, SIZE_MAX / 2, 3));
+	t_heap_done(u, h);
+}
+
+Test(alloc, alignment)
+{
+	struct upg *u;
+	struct upg_heap *h = t_heap(&u, 256 * MiB, NULL);
+	static const size_t sizes[] = { 1, 24, 100, 4000, 5000, 40000 };
+
+	for (size_t a = 8; a <= (2UL << 20); a *= 2)
+		for (size_t i = 0; i < ARRAY_SIZE(sizes); i++) {
+			void *p = upg_heap_aligned_alloc(h, a, sizes[i]);
+
+			cr_assert_not_null(p, "align %zu size %zu", a,
+					   sizes[i]);
+			cr_assert_eq((uintptr_t)p % a, 0, "align %zu size %zu",
+				     a, sizes[i]);
+			cr_assert_geq(upg_heap_usable_size(h, p), sizes[i]);
+			memset(p, 0x5a, sizes[i]);
+			upg_heap_free(h, p);
+		}
+	errno = 0;
+	cr_assert_null(upg_heap_aligned_alloc(h, 24, 100));
+	cr_assert_eq(errno, EINVAL);
+	t_heap_done(u, h);
+}
+
+Test(alloc, realloc_grow_and_shrink_keep_contents)
+{
+	struct upg *u;
+	struct upg_heap *h = t_heap(&u, 256 * MiB, NULL);
+	size_t n = 1;
+	char *p = upg_heap_malloc(h, n);
+
+	fill(p, n, 7);
+	for (; n < (8UL << 20); n = n * 3 + 1) {
+		p = upg_heap_realloc(h, p, n * 3 + 1);
+		cr_assert_not_null(p);
+		cr_assert(check(p, n, 7), "lost contents growing from %zu", n);
+		fill(p, n * 3 + 1, 7);
+	}
+	while (n > 1) {
+		n /= 5;
+		p = upg_heap_realloc(h, p, n);
+		cr_assert_not_null(p);
+		cr_assert(check(p, n, 7), "lost contents shrinking to %zu", n);
+	}
+	upg_heap_free(h, p);
+	t_heap_done(u, h);
+}
+
+Test(alloc, large_realloc_in_place)
+{
+	struct upg *u;
+	struct upg_heap *h = t_heap(&u, 256 * MiB, NULL);
+	struct upg_heap_stats s;
+	char *a = upg_heap_malloc(h, 1 << 20);
+	char *b = upg_heap_malloc(h, 1 << 20);
+	char *c = upg_heap_malloc(h, 1 << 20);
+
+	/* b is followed by c: free c and b grows into its pages. */
+	fill(b, 1 << 20, 3);
+	upg_heap_free(h, c);
+	cr_assert_eq(upg_heap_realloc(h, b, 2 << 20), b);
+	cr_assert(check(b, 1 << 20, 3));
+	/* Shrinking stays in place too, and frees the tail for reuse. */
+	cr_assert_eq(upg_heap_realloc(h, b, 512 << 10), b);
+	cr_assert_eq(upg_heap_usable_size(h, b), 512 << 10);
+	cr_assert(check(b, 512 << 10, 3));
+	upg_heap_stats_get(h, &s);
+	cr_assert_geq(s.realloc_inplace, 2);
+	/* a is followed by b, in use: a must move, contents intact. */
+	fill(a, 1 << 20, 4);
+	a = upg_heap_realloc(h, a, 3 << 20);
+	cr_assert(check(a, 1 << 20, 4));
+	upg_heap_free(h, a);
+	upg_heap_free(h, b);
+	t_heap_done(u, h);
+}
+
+Test(alloc, calloc_zeroes_reused_memory)
+{
+	struct upg *u;
+	struct upg_heap *h = t_heap(&u, 256 * MiB, NULL);
+	static const size_t sizes[] = { 48, 3000, 30000, 200000 };
+
+	for (size_t i = 0; i < ARRAY_SIZE(sizes); i++) {
+		for (int round = 0; round < 3; round++) {
+			char *p = upg_heap_calloc(h, 1, sizes[i]);
+			size_t nonzero = 0;
+
+			cr_assert_not_null(p);
+			/* One assertion per block: --full-stats reports each. */
+			for (size_t k = 0; k < sizes[i]; k++)
+				nonzero += p[k] != 0;
+			cr_assert_eq(nonzero, 0, "size %zu: %zu bytes not zero",
+				     sizes[i], nonzero);
+			memset(p, 0xff, sizes[i]);
+			upg_heap_free(h, p);
+		}
+	}
+	t_heap_done(u, h);
+}
+
+struct churn {
+	struct upg_heap *h;
+	size_t n;
+	void **keep; /* handed to the caller, or NULL: free them all */
+	size_t bad;  /* blocks found overwritten */
+};
+
+static void *churn_main(void *arg)
+{
+	struct churn *c = arg;
+	void **p = calloc(c->n, sizeof(*p));
+
+	for (size_t i = 0; i < c->n; i++) {
+		p[i] = upg_heap_malloc(c->h, 16 + (i % 64) * 16);
+		fill(p[i], 16, i);
+	}
+	for (size_t i = 0; i < c->n; i++) {
+		if (c->keep) {
+			c->keep[i] = p[i];
+		} else {
+			c->bad += !check(p[i], 16, i);
+			upg_heap_free(c->h, p[i]);
+		}
+	}
+	free(p);
+	return NULL;
+}
+
+static uint64_t active(struct upg_heap *h)
+{
+	struct upg_heap_stats s;
+
+	upg_heap_stats_get(h, &s);
+	return s.active_bytes;
+}
+
+/* A thread exits holding freed blocks in its cache: they are flushed. */
+Test(alloc, thread_cache_flushed_at_thread_exit)
+{
+	struct upg *u;
+	struct upg_heap *h = t_heap(&u, 256 * MiB, NULL);
+	struct churn c = { h, 200000, NULL, 0 };
+	uint64_t before = active(h), after;
+	pthread_t t;
+
+	for (int round = 0; round < 3; round++) {
+		pthread_create(&t, NULL, churn_main, &c);
+		pthread_join(t, NULL);
+	}
+	cr_assert_eq(c.bad, 0, "%zu blocks overwritten", c.bad);
+	after = active(h);
+	/* 200000 blocks of 16-1024 bytes span ~100 MiB of slabs. Once
+	 * flushed, all slabs but one empty slab per class are returned. */
+	cr_assert_leq(after - before, 64 * 32 * PAGE,
+		      "%lu KiB still active after the threads exited",
+		      (unsigned long)((after - before) >> 10));
+	t_heap_done(u, h);
+}
+
+/* Blocks allocated by exited threads, freed by another thread. */
+Test(alloc, cross_thread_free_after_exit)
+{
+	struct upg *u;
+	struct upg_heap *h = t_heap(&u, 256 * MiB, NULL);
+	enum { T = 4, N = 20000 };
+	void **keep = calloc(T * N, sizeof(void *));
+	struct churn c[T];
+	size_t bad = 0;
+	pthread_t t[T];
+
+	for (int i = 0; i < T; i++) {
+		c[i] = (struct churn){ h, N, keep + i * N, 0 };
+		pthread_create(&t[i], NULL, churn_main, &c[i]);
+	}
+	for (int i = 0; i < T; i++)
+		pthread_join(t[i], NULL);
+	for (size_t i = 0; i < T * N; i++) {
+		bad += !check(keep[i], 16, i % N);
+		upg_heap_free(h, keep[i]);
+	}
+	cr_assert_eq(bad, 0, "%zu blocks overwritten", bad);
+	upg_heap_trim(h);
+	cr_assert_leq(active(h), 64 * 32 * PAGE);
+	free(keep);
+	t_heap_done(u, h);
+}
+
+Test(alloc, freed_pages_are_discarded)
+{
+	const char *const opts[] = { "FREE_DIRTY=1M", NULL };
+	struct upg *u;
+	struct upg_heap *h = t_heap(&u, 64 * MiB, opts);
+	struct upg_heap_stats hs;
+	uint64_t before = t_stats(u).discard_pages;
+	char *p = upg_heap_malloc(h, 8 << 20);
+	size_t nonzero = 0;
+
+	memset(p, 0x77, 8 << 20);
+	upg_heap_free(h, p);
+	upg_heap_stats_get(h, &hs);
+	cr_assert_geq(t_stats(u).discard_pages - before, 2048,
+		      "a free 8 MiB block beyond UPG_FREE_DIRTY is discarded");
+	cr_assert_geq(hs.discarded_bytes, 8 << 20);
+	cr_assert_eq(hs.dirty_bytes, 0);
+	/* The same pages come back clean: calloc need not write them. */
+	p = upg_heap_calloc(h, 1, 8 << 20);
+	for (size_t i = 0; i < (8 << 20); i += 4096)
+		nonzero += p[i] != 0;
+	cr_assert_eq(nonzero, 0);
+	upg_heap_free(h, p);
+	t_heap_done(u, h);
+}
+
+/* Over a runtime that follows REMOVE events, only trim discards. */
+Test(alloc, no_automatic_discard_with_remove_events)
+{
+	const char *const opts[] = { "REMOVE_EVENTS=on", "FREE_DIRTY=1M",
+				     NULL };
+	struct upg *u = t_runtime(64 * MiB, opts);
+	struct upg_heap *h = NULL;
+	uint64_t before;
+	char *p;
+
+	if (!u->caps.remove)
+		cr_skip_test("the kernel lacks UFFD_FEATURE_EVENT_REMOVE");
+	cr_assert_eq(upg_heap_create(u, 1UL << 30, &h), 0);
+	before = t_stats(u).discard_pages;
+	p = upg_heap_malloc(h, 8 << 20);
+	memset(p, 1, 8 << 20);
+	upg_heap_free(h, p);
+	cr_assert_eq(t_stats(u).discard_pages, before);
+	cr_assert_geq(upg_heap_trim(h), 2048);
+	cr_assert_geq(t_stats(u).discard_pages - before, 2048);
+	t_heap_done(u, h);
+}
+
+Test(alloc, small_frees_are_batched_not_discarded_one_by_one)
+{
+	struct upg *u;
+	struct upg_heap *h = t_heap(&u, 256 * MiB, NULL);
+	uint64_t before = t_stats(u).discard_pages;
+
+	for (int i = 0; i < 100000; i++)
+		upg_heap_free(h, upg_heap_malloc(h, 64 + (i % 8) * 512));
+	/* Everything fits in the thread cache and the kept empty slabs. */
+	cr_assert_eq(t_stats(u).discard_pages, before);
+	t_heap_done(u, h);
+}
+
+/* With every page evicted, freeing faults nothing back in. */
+Test(alloc, free_never_faults_evicted_pages)
+{
+	const char *const opts[] = { "FREE_DIRTY=1M", NULL };
+	struct upg *u;
+	struct upg_heap *h = t_heap(&u, 16 * MiB, opts);
+	enum { N = 200000 };
+	void **p = calloc(N, sizeof(*p));
+	struct upg_stats s0, s1;
+
+	for (size_t i = 0; i < N; i++) {
+		p[i] = upg_heap_malloc(h, 48 + (i % 16) * 96);
+		fill(p[i], 48, i);
+	}
+	p[0] = upg_heap_realloc(h, p[0], 4 << 20); /* one large block too */
+	t_evict_all(u, 4 * MiB, 16 * MiB);
+	s0 = t_stats(u);
+	cr_assert_gt(s0.evict_pages, 1000, "evicted %lu pages",
+		     (unsigned long)s0.evict_pages);
+	for (size_t i = N; i-- > 0;)
+		upg_heap_free(h, p[i]);
+	upg_heap_trim(h);
+	s1 = t_stats(u);
+	cr_assert_eq(s1.fault_zero + s1.fault_pool + s1.fault_same,
+		     s0.fault_zero + s0.fault_pool + s0.fault_same,
+		     "free() faulted pages in: zero %lu->%lu pool %lu->%lu "
+		     "same %lu->%lu",
+		     (unsigned long)s0.fault_zero, (unsigned long)s1.fault_zero,
+		     (unsigned long)s0.fault_pool, (unsigned long)s1.fault_pool,
+		     (unsigned long)s0.fault_same,
+		     (unsigned long)s1.fault_same);
+	cr_assert_gt(s1.discard_pages, s0.discard_pages);
+	free(p);
+	t_heap_done(u, h);
+}
+
+Test(alloc, invalid_and_double_frees_are_reported)
+{
+	struct upg *u;
+	struct upg_heap *h = t_heap(&u, 64 * MiB, NULL);
+	struct upg_heap_stats s;
+	char *big = upg_heap_malloc(h, 100000);
+	char *small = upg_heap_malloc(h, 100);
+
+	upg_heap_free(h, big + 4096); /* inside a page run */
+	upg_heap_free(h, big);
+	upg_heap_free(h, big); /* double free of a page run */
+	upg_heap_free(h, small + 8);
+	upg_heap_trim(h); /* small blocks are checked when caches flush */
+	upg_heap_stats_get(h, &s);
+	cr_assert_eq(s.invalid_frees, 3);
+	upg_heap_free(h, small);
+	t_heap_done(u, h);
+}
+
+Test(alloc, default_heap_and_foreign_pointers)
+{
+	char *p, *q;
+	void *libc = malloc(100);
+
+	p = upg_malloc(1000);
+	if (!p)
+		cr_skip_test("default heap unavailable: %s", upg_last_error());
+	cr_assert(upg_heap_owns(upg_default_heap(), p));
+	cr_assert_not(upg_heap_owns(upg_default_heap(), libc));
+	cr_assert_eq(upg_usable_size(libc), 0);
+	fill(p, 1000, 1);
+	p = upg_realloc(p, 100000);
+	cr_assert(check(p, 1000, 1));
+	q = upg_calloc(10, 10);
+	cr_assert_eq(q[99], 0);
+	cr_assert_eq((uintptr_t)upg_aligned_alloc(4096, 10) % 4096, 0);
+	cr_assert_geq(upg_usable_size(p), 100000);
+	upg_free(p);
+	upg_free(q);
+	upg_free(NULL);
+	free(libc);
+}
+
+/* The runtime's own threads allocate outside managed memory. */
+Test(alloc, internal_threads_use_the_bootstrap_arena)
+{
+	struct upg_heap *h = upg_default_heap();
+	char *p, *q;
+
+	if (!h)
+		cr_skip_test("default heap unavailable: %s", upg_last_error());
+	upg_internal_enter();
+	p = upg_malloc(100);
+	q = upg_aligned_alloc(256, 5000);
+	upg_internal_leave();
+	cr_assert(upg_boot_owns(p) && upg_boot_owns(q));
+	cr_assert_not(upg_owns(upg_heap_runtime(h), p));
+	cr_assert_eq((uintptr_t)q % 256, 0);
+	cr_assert_geq(upg_usable_size(q), 5000);
+	fill(p, 100, 9);
+	/* A normal thread reallocating it moves it into the heap. */
+	p = upg_realloc(p, 200);
+	cr_assert(upg_heap_owns(h, p));
+	cr_assert(check(p, 100, 9));
+	upg_free(p);
+	upg_free(q);
+}
+
+struct reuser {
+	struct upg *u;
+	char *base;
+	uint64_t *ver;
+	size_t first, pages;
+	unsigned rounds;
+};
+
+/* Discard random runs of our pages and rewrite them at once. */
+static void *reuse_main(void *arg)
+{
+	struct reuser *r = arg;
+	uint64_t s = r->first + 1;
+
+	for (unsigned k = 0; k < r->rounds; k++) {
+		size_t n = 1 + t_rand(&s) % 8;
+		size_t i = r->first + t_rand(&s) % (r->pages - n);
+
+		if (upg_discard(r->u, r->base + i * PAGE, n * PAGE))
+			return (void *)1;
+		for (size_t j = i; j < i + n; j++)
+			t_page_fill(r->base + j * PAGE, T_TEXT, j, ++r->ver[j]);
+		/* and touch a few others, so that the evictor keeps busy */
+		for (int t = 0; t < 4; t++) {
+			size_t j = r->first + t_rand(&s) % r->pages;
+
+			r->base[j * PAGE + 100] ^= 0;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * The allocator's pattern at the runtime level: discard pages, reuse them
+ * at once, write, evict, read back. A REMOVE event the discard's own zap
+ * raises must not be taken for the program's madvise once the pages hold
+ * new data (it was, and later zapped the new contents).
+ */
+Test(alloc, discarded_pages_reused_at_once_keep_new_contents)
+{
+	struct upg *u = t_runtime(8 * MiB, NULL);
+	enum { PAGES = 8192, T = 3 };
+	char *base = t_region(u, PAGES * PAGE);
+	uint64_t *ver = calloc(PAGES, sizeof(*ver));
+	struct reuser r[T];
+	pthread_t th[T];
+	size_t bad = 0;
+
+	for (size_t i = 0; i < PAGES; i++)
+		t_page_fill(base + i * PAGE, T_TEXT, i, 0);
+	for (int t = 0; t < T; t++) {
+		r[t] = (struct reuser){ u,	   base, ver, t * (PAGES / T),
+					PAGES / T, 4000 };
+		pthread_create(&th[t], NULL, reuse_main, &r[t]);
+	}
+	for (int t = 0; t < T; t++) {
+		void *ret;
+
+		pthread_join(th[t], &ret);
+		cr_assert_null(ret, "upg_discard failed");
+	}
+	t_evict_all(u, 4 * MiB, 8 * MiB);
+	for (size_t i = 0; i < PAGES; i++)
+		bad += !t_page_check(base + i * PAGE, T_TEXT, i, ver[i]);
+	cr_assert_eq(bad, 0, "%zu of %d pages lost their contents", bad, PAGES);
+	free(ver);
+	upg_destroy(u);
+}
