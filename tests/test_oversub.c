@@ -139,13 +139,13 @@ static void run(struct result *r, const char *const *args)
 		argv[i + 1] = args[i];
 	cr_assert(!pipe(fd));
 	pid = fork();
-	cr_assert(pid >= 0);
-	if (!pid) {
+	if (!pid) { /* no assertion here: with --full-stats it would hang */
 		dup2(fd[1], STDOUT_FILENO);
 		close(fd[0]);
 		execv(OVERSUB_PATH, (char *const *)argv);
 		_exit(127);
 	}
+	cr_assert(pid > 0);
 	close(fd[1]);
 	while (n < OUT_MAX - 1 &&
 	       (got = read(fd[0], r->out + n, OUT_MAX - 1 - n)) != 0) {
