@@ -7,6 +7,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <upager.h>
+
 #include "oversub_args.h"
 
 #define PAGE OVS_PAGE
@@ -66,33 +68,6 @@ void ovs_usage(FILE *f)
 		"Exit status: 0 all pages verified, 1 a page was wrong, 2 usage\n"
 		"or setup error.\n",
 		MAX_THREADS);
-}
-
-static int parse_size(const char *s, size_t *out)
-{
-	static const char units[] = "kmgt";
-	const char *u;
-	char *end;
-	unsigned long long v;
-	unsigned shift = 0;
-
-	if (*s < '0' || *s > '9')
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno)
-		return -EINVAL;
-	u = *end ? strchr(units, *end | 0x20) : NULL;
-	if (u) {
-		shift = 10 * (unsigned)(u - units + 1);
-		end++;
-	}
-	if (*end && strcasecmp(end, "b") && (!u || strcasecmp(end, "ib")))
-		return -EINVAL;
-	if (v > (SIZE_MAX >> shift))
-		return -ERANGE;
-	*out = (size_t)v << shift;
-	return 0;
 }
 
 static int parse_u64(const char *s, uint64_t max, uint64_t *out)
@@ -180,10 +155,10 @@ static int apply_number(struct config *c, const char *flag, const char *arg)
 	uint64_t v;
 
 	if (!strcmp(flag, "size")) {
-		if (parse_size(arg, &c->size) || c->size < PAGE)
+		if (upg_parse_size(arg, &c->size) || c->size < PAGE)
 			return bad_flag(flag, arg, "a size like 1G (>= 4K)");
 	} else if (!strcmp(flag, "budget")) {
-		if (parse_size(arg, &c->budget) || !c->budget)
+		if (upg_parse_size(arg, &c->budget) || !c->budget)
 			return bad_flag(flag, arg, "a size like 256M");
 	} else if (!strcmp(flag, "theta")) {
 		if (parse_real(arg, 0, 1, false, &c->theta))

@@ -123,33 +123,6 @@ static void usage(FILE *f)
 }
 
 /* "4096", "64K", "256M", "1G", "1T" (optionally followed by B or iB). */
-static int parse_size(const char *s, size_t *out)
-{
-	static const char units[] = "kmgt";
-	const char *u;
-	char *end;
-	unsigned long long v;
-	unsigned shift = 0;
-
-	if (*s < '0' || *s > '9')
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno)
-		return -EINVAL;
-	u = *end ? strchr(units, *end | 0x20) : NULL;
-	if (u) {
-		shift = 10 * (unsigned)(u - units + 1);
-		end++;
-	}
-	if (*end && strcasecmp(end, "b") && (!u || strcasecmp(end, "ib")))
-		return -EINVAL;
-	if (v > (SIZE_MAX >> shift))
-		return -ERANGE;
-	*out = (size_t)v << shift;
-	return 0;
-}
-
 static int parse_uint(const char *s, unsigned max, unsigned *out)
 {
 	char *end;
@@ -177,11 +150,11 @@ static int apply_flag(struct config *c, int opt, const char *arg)
 {
 	switch (opt) {
 	case 'b':
-		if (parse_size(arg, &c->budget) < 0)
+		if (upg_parse_size(arg, &c->budget) < 0)
 			return bad_flag("--budget", arg, "a size like 256M");
 		return 0;
 	case 's':
-		if (parse_size(arg, &c->size) < 0 || c->size < PAGE)
+		if (upg_parse_size(arg, &c->size) < 0 || c->size < PAGE)
 			return bad_flag("--size", arg, "a size like 1G");
 		return 0;
 	case 't':

@@ -203,6 +203,17 @@ UPG_API const char *upg_features(const struct upg *u);
 UPG_API bool upg_owns(struct upg *u, const void *addr);
 
 /**
+ * upg_parse_size() - parse a size the way UPG_* options are parsed
+ * @s: "4096", "64K", "512M", "2G", "1T" (suffixes in either case, with an
+ *	optional "B" or "iB")
+ * @out: the size in bytes
+ *
+ * Return: 0, or -EINVAL for a malformed or too large size
+ * (upg_last_error() says which forms are accepted).
+ */
+UPG_API int upg_parse_size(const char *s, size_t *out);
+
+/**
  * upg_last_error() - description of the calling thread's last failure
  *
  * Return: a string owned by the library (thread-local), "" if none.

@@ -307,6 +307,11 @@ int upg_opt_parse_size(const char *s, size_t *out)
 	return parse_size(NULL, s, out);
 }
 
+int upg_parse_size(const char *s, size_t *out)
+{
+	return upg_opt_parse_size(s, out);
+}
+
 int upg_opt_parse_bool(const char *s, bool *out)
 {
 	if (!s || !out)
