@@ -597,17 +597,9 @@ struct upg *upg_heap_runtime(struct upg_heap *h)
 	return h->u;
 }
 
-/*
- * Freed pages kept before a purge. A runtime that follows REMOVE events
- * (UPG_REMOVE_EVENTS=on) loses stores when its UFFDIO_MOVE eviction races
- * the events that discards raise (bench/RESULTS.md): such a heap never
- * purges by itself, its free pages are evicted like any other; only an
- * explicit upg_heap_trim() discards.
- */
+/* Freed pages kept before a purge. */
 static size_t dirty_limit(struct upg *u)
 {
-	if (u->caps.remove)
-		return SIZE_MAX;
 	if (u->p.free_dirty)
 		return u->p.free_dirty >> UPG_PAGE_SHIFT;
 	/* A little of the budget: freed pages are charged while kept. */

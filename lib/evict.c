@@ -402,8 +402,12 @@ static void put_back(struct upg *u, struct victim *v, char *page)
 static size_t evict_copy(struct upg *u, struct victim *v, size_t n);
 
 /*
- * Victims UFFDIO_MOVE refused with EBUSY (shared with a fork child until
- * one of them writes, or pinned) leave by the copy fallback instead.
+ * Victims UFFDIO_MOVE refused (EBUSY: shared with a fork child until one
+ * of them writes, or pinned; EAGAIN: an event is pending) leave by the
+ * copy fallback instead, but only where write-protection is synchronous.
+ * With UFFD_FEATURE_WP_ASYNC the kernel resolves a write to a protected
+ * page by itself, so protection does not hold stores off while the page is
+ * copied and zapped: they would be lost. Such victims stay resident.
  */
 static size_t evict_busy(struct upg *u, struct victim *v, size_t n)
 {
@@ -415,7 +419,7 @@ static size_t evict_busy(struct upg *u, struct victim *v, size_t n)
 			busy[nb++] = v[i];
 	if (!nb)
 		return 0;
-	if (u->caps.wp)
+	if (u->caps.wp && !u->caps.wp_async)
 		return evict_copy(u, busy, nb);
 	for (size_t i = 0; i < nb; i++)
 		keep_resident(u, &busy[i]);

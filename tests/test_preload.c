@@ -117,6 +117,20 @@ Test(preload, larson_oversubscribed)
 	preload_ok(BIN("preload-stress"), "larson", env);
 }
 
+/*
+ * Discards raise REMOVE events, during which UFFDIO_MOVE fails with EAGAIN.
+ * Such victims once went to the copy path, whose write-protection does not
+ * hold stores off under UFFD_FEATURE_WP_ASYNC: larson found corrupted
+ * blocks in every run. Single-page moves make the race most frequent.
+ */
+Test(preload, larson_oversubscribed_remove_events)
+{
+	const char *const env[] = { "UPG_BUDGET=4M", "UPG_REMOVE_EVENTS=on",
+				    "UPG_REMAP=off", NULL };
+
+	preload_ok(BIN("preload-stress"), "larson", env);
+}
+
 Test(preload, xmalloc_producers_and_consumers)
 {
 	preload_ok(BIN("preload-stress"), "xmalloc", NULL);
