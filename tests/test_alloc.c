@@ -357,8 +357,9 @@ Test(alloc, discards_with_remove_events)
 	memset(p, 1, 8 << 20);
 	upg_heap_free(h, p);
 	cr_assert_geq(t_stats(u).discard_pages - before, 1024);
-	cr_assert_eq(t_stats(u).remove_events, 0, "own discards taken for "
-						  "the program's madvise");
+	cr_assert_eq(t_stats(u).remove_events, 0,
+		     "own discards taken for "
+		     "the program's madvise");
 	t_heap_done(u, h);
 }
 
