@@ -201,8 +201,20 @@ static size_t fault_window(struct upg *u, struct run *run)
 	return next_window(run, find_stream(run), u->p.cluster);
 }
 
-/* Extend a run (whose first page is locked) over pages in @state. */
-static void grow_run(struct upg *u, struct run *run, size_t max, uint64_t state)
+/*
+ * Whether entry @v can join a run that starts with @first, @i pages on:
+ * the same state, from the same tier, and for swapped pages the next slot
+ * (so that one read brings the whole run in).
+ */
+static bool joins_run(uint64_t first, uint64_t v, size_t i)
+{
+	if (pte_state(v) != pte_state(first) || ((v ^ first) & PTE_SWAP))
+		return false;
+	return !(first & PTE_SWAP) || pte_payload(v) == pte_payload(first) + i;
+}
+
+/* Extend a run (whose first page is locked) over pages that join it. */
+static void grow_run(struct upg *u, struct run *run, size_t max)
 {
 	upg_pte_t *pte = run->r->pte + run->idx;
 
@@ -210,10 +222,10 @@ static void grow_run(struct upg *u, struct run *run, size_t max, uint64_t state)
 		uint64_t v = atomic_load_explicit(&pte[run->n],
 						  memory_order_relaxed);
 
-		if (pte_state(v) != state || (v & (PTE_LOCK | PTE_SWAP)) ||
+		if (!joins_run(run->old[0], v, run->n) || (v & PTE_LOCK) ||
 		    !pte_trylock(&pte[run->n], &v))
 			break;
-		if (pte_state(v) != state || (v & PTE_SWAP)) {
+		if (!joins_run(run->old[0], v, run->n)) {
 			/* Publish, not store: keeps a WAIT set meanwhile. */
 			upg_page_publish(u, run->r, run->idx + run->n,
 					 pte_state(v), v);
@@ -318,7 +330,7 @@ static void resolve_zero(struct upg_handler *h, struct run *run, bool write)
 	long got, ret;
 	size_t k;
 
-	grow_run(u, run, fault_window(u, run), PTE_UNTOUCHED);
+	grow_run(u, run, fault_window(u, run));
 	got = charge_or_wait(h, (long)run->n);
 	release_run(u, run, (size_t)got);
 	if (!got)
@@ -461,35 +473,6 @@ static size_t swap_window(struct upg_handler *h, struct run *run)
 	return next_window(run, seq, h->u->p.swap_readahead);
 }
 
-/* Whether @v is swapped in slot @slot (the next one of a readahead run). */
-static bool swapped_in(uint64_t v, uint64_t slot)
-{
-	return pte_state(v) == PTE_EVICTED && (v & PTE_SWAP) &&
-	       (v & PTE_COPY) && pte_payload(v) == slot;
-}
-
-/* Extend a swap run over neighbours in consecutive slots. */
-static void grow_swap_run(struct upg *u, struct run *run, size_t max)
-{
-	upg_pte_t *pte = run->r->pte + run->idx;
-	uint64_t slot = pte_payload(run->old[0]);
-
-	while (run->n < max) {
-		uint64_t v = atomic_load_explicit(&pte[run->n],
-						  memory_order_relaxed);
-
-		if (!swapped_in(v, slot + run->n) || (v & PTE_LOCK) ||
-		    !pte_trylock(&pte[run->n], &v))
-			break;
-		if (!swapped_in(v, slot + run->n)) {
-			upg_page_publish(u, run->r, run->idx + run->n,
-					 pte_state(v), v);
-			break;
-		}
-		run->old[run->n++] = v;
-	}
-}
-
 /*
  * Read the run's pages into h->buf in one request; if that fails, the
  * faulting page alone. Return: 0, or -errno if the faulting page failed.
@@ -546,10 +529,7 @@ static void gather(struct upg_handler *h, struct run *run, bool swapped)
 {
 	struct upg *u = h->u;
 
-	if (swapped)
-		grow_swap_run(u, run, swap_window(h, run));
-	else
-		grow_run(u, run, fault_window(u, run), PTE_EVICTED);
+	grow_run(u, run, swapped ? swap_window(h, run) : fault_window(u, run));
 	release_run(u, run, (size_t)charge_or_wait(h, (long)run->n));
 }
 

@@ -245,11 +245,6 @@ static bool slot_used(struct upg_swap *sw, uint64_t s)
 	return atomic_load_explicit(&sw->ref[s], memory_order_relaxed) != 0;
 }
 
-bool upg_swap_slot_free(struct upg_swap *sw, uint64_t slot)
-{
-	return !slot_used(sw, slot);
-}
-
 void upg_swap_free(struct upg_swap *sw, uint64_t slot)
 {
 	uint8_t r;
@@ -478,7 +473,7 @@ void upg_swap_write_start(struct upg_swap *sw, struct upg_io *io,
 	for (unsigned i = 0; i < w->got; i++)
 		sw->hash[slots[i]] = page_hash(pages[i]);
 	w->nops = build_ops(pages, slots, w->got, w->ops, w->first);
-	w->queued = upg_io_start(io, sw->fd, w->ops, w->nops, true);
+	upg_io_start(io, sw->fd, w->ops, w->nops, true);
 }
 
 unsigned upg_swap_write_finish(struct upg_swap *sw, struct upg_io *io,

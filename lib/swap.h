@@ -51,7 +51,7 @@ unsigned upg_swap_write(struct upg_swap *sw, struct upg_io *io,
 struct upg_swap_wr {
 	struct upg_io_op ops[UPG_SWAP_WRITE_MAX];
 	unsigned first[UPG_SWAP_WRITE_MAX];
-	unsigned n, got, nops, queued;
+	unsigned n, got, nops;
 	uint64_t *slots;
 };
 
@@ -81,9 +81,6 @@ void upg_swap_free(struct upg_swap *sw, uint64_t slot);
  * child's). Caller keeps the evictor and every freeing thread quiet.
  */
 void upg_swap_fork(struct upg_swap *sw);
-
-/* upg_swap_slot_free() - whether @slot is unused (tests) */
-bool upg_swap_slot_free(struct upg_swap *sw, uint64_t slot);
 
 /* Slots in use and the file's size in bytes. */
 uint64_t upg_swap_used(struct upg_swap *sw);
