@@ -4,7 +4,7 @@
  * run. Prints one JSON object per line on stdout (diagnostics go to
  * stderr); never asserts.
  *
- *   bench_fault [--quick] [--phase latency|firsttouch|threads]
+ *   bench_fault [--quick] [--phase latency|firsttouch|threads|contended]
  *               [--pages N] [--mib N] [--faults N] [--reps N] [--rounds N]
  *
  * latency:    per-touch latency (p50/p99/p99.9/mean) on CPU 0 of
@@ -49,6 +49,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1272,6 +1273,125 @@ static void phase_firsttouch(void)
 }
 
 /* ------------------------------------------------------------------ */
+/* Phase: faults while other work holds every CPU                      */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Handler priority under contention: one faulting thread (random zero-fill
+ * writes) while a spinning thread holds every CPU, for each
+ * UPG_IDLE_HANDLERS mode, in interleaved rounds of at most CONT_ROUND_NS
+ * each. Idle handlers starve here (they run only on an idle CPU); auto
+ * must stay close to normal priority.
+ */
+#define CONT_ROUND_NS 500000000ULL
+
+enum { C_OFF, C_ON, C_AUTO, NCONT };
+
+struct cont {
+	const char *mode;
+	struct upg *u;
+	char *base;
+	size_t next, npages;
+	double faults, ns;
+	struct upg_stats acc;
+};
+
+struct hog_arg {
+	int cpu;
+	_Atomic bool *stop;
+};
+
+static void *hog_main(void *arg)
+{
+	struct hog_arg *h = arg;
+
+	pin_self(h->cpu);
+	while (!atomic_load_explicit(h->stop, memory_order_relaxed))
+		;
+	return NULL;
+}
+
+static void cont_round(struct cont *c, const uint32_t *order, size_t per)
+{
+	struct hog_arg h[CPU_SETSIZE];
+	pthread_t th[CPU_SETSIZE];
+	_Atomic bool stop = false;
+	struct upg_stats a, b;
+	size_t n = 0, nh = 0;
+	uint64_t t0, t;
+
+	for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+		if (!CPU_ISSET(cpu, &cfg.allowed))
+			continue;
+		h[nh] = (struct hog_arg){ .cpu = cpu, .stop = &stop };
+		pthread_create(&th[nh], NULL, hog_main, &h[nh]);
+		nh++;
+	}
+	unpin_self();
+	stats_read(c->u, &a);
+	t0 = t = now_ns();
+	while (n < per && c->next < c->npages && t - t0 < CONT_ROUND_NS) {
+		c->base[(size_t)order[c->next++] * PAGE] = 1;
+		if (++n % 16 == 0)
+			t = now_ns();
+	}
+	t = now_ns();
+	stats_read(c->u, &b);
+	atomic_store(&stop, true);
+	for (size_t i = 0; i < nh; i++)
+		pthread_join(th[i], NULL);
+	stats_accum(&c->acc, &a, &b);
+	c->faults += (double)n;
+	c->ns += (double)(t - t0);
+}
+
+static void phase_contended(void)
+{
+	static const char *const modes[NCONT] = { "off", "on", "auto" };
+	static const struct upg_stats zero;
+	size_t npages = cfg.thr_faults, per = npages / cfg.rounds + 1;
+	uint32_t *order = random_order(0, npages, 31);
+	struct cont c[NCONT];
+	struct jb j;
+
+	for (int i = 0; i < NCONT; i++) {
+		c[i] = (struct cont){ .mode = modes[i], .npages = npages };
+		setenv("UPG_IDLE_HANDLERS", modes[i], 1);
+		c[i].u = rt_create("contended", 1, 2 * npages * PAGE + 64 * MIB);
+		c[i].base = rt_reserve(c[i].u, "contended", npages * PAGE);
+	}
+	unsetenv("UPG_IDLE_HANDLERS");
+	usleep(100000); /* the guard lowers its handlers */
+	for (size_t r = 0; r < cfg.rounds; r++)
+		for (int i = 0; i < NCONT; i++)
+			cont_round(&c[i], order, per);
+	for (int i = 0; i < NCONT; i++) {
+		jbegin(&j, "contended");
+		jstr(&j, "impl", "upager_zero");
+		jstr(&j, "idle_handlers", c[i].mode);
+		jint(&j, "hogs", (uint64_t)cfg.ncpu);
+		jint(&j, "faults", (uint64_t)c[i].faults);
+		jnum(&j, "seconds", c[i].ns / 1e9);
+		jnum(&j, "faults_per_s", c[i].faults / (c[i].ns / 1e9));
+		jruntime(&j, c[i].u, 1);
+		jstats(&j, &zero, &c[i].acc);
+		jend(&j);
+	}
+	jratio("contended", "contended_auto_vs_off",
+	       c[C_AUTO].faults / c[C_AUTO].ns, c[C_OFF].faults / c[C_OFF].ns,
+	       0.8, ">=",
+	       "faults/s beside a spinning thread on every CPU, "
+	       "UPG_IDLE_HANDLERS=auto / off");
+	jratio("contended", "contended_on_vs_off",
+	       c[C_ON].faults / c[C_ON].ns, c[C_OFF].faults / c[C_OFF].ns,
+	       NO_TARGET, "",
+	       "the same, always idle / off: what the guard saves");
+	for (int i = 0; i < NCONT; i++)
+		upg_destroy(c[i].u);
+	free(order);
+}
+
+/* ------------------------------------------------------------------ */
 /* Phase: fault throughput with 1 and 2 threads                        */
 /* ------------------------------------------------------------------ */
 
@@ -1524,7 +1644,8 @@ static void phase_threads(void)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: bench_fault [--quick] [--phase latency|firsttouch|threads]\n"
+		"usage: bench_fault [--quick]\n"
+		"                   [--phase latency|firsttouch|threads|contended]\n"
 		"                   [--pages N] [--mib N] [--faults N] [--reps N]\n"
 		"                   [--rounds N]\n"
 		"  --quick     small sizes (whole run < 20 s)\n"
@@ -1745,6 +1866,7 @@ static const struct {
 	{ "latency", phase_latency },
 	{ "firsttouch", phase_firsttouch },
 	{ "threads", phase_threads },
+	{ "contended", phase_contended },
 };
 
 static bool want(const char *phase)
@@ -1758,7 +1880,7 @@ int main(int argc, char **argv)
 
 	parse_args(argc, argv);
 	if (cfg.phase && !want("latency") && !want("firsttouch") &&
-	    !want("threads")) {
+	    !want("threads") && !want("contended")) {
 		fprintf(stderr, "bench_fault: unknown phase '%s'\n", cfg.phase);
 		usage(stderr);
 		return 1;

@@ -41,6 +41,19 @@ struct upg;
  * upg_params_from_env(), then adjust fields. Every field has an environment
  * variable; see `upagerctl options` or upg_options_print().
  */
+/*
+ * UPG_IDLE_HANDLERS. Every fault wakes every handler blocked on the
+ * userfaultfd; at idle priority (SCHED_IDLE) the ones that lose the race
+ * do not preempt the program on their CPU, but an idle handler starves
+ * while other work keeps its CPU busy. AUTO runs them idle and has a
+ * watchdog raise them to normal priority as soon as a fault waits.
+ */
+enum upg_idle_mode {
+	UPG_IDLE_OFF = 0,  /* normal priority */
+	UPG_IDLE_ON = 1,   /* always SCHED_IDLE */
+	UPG_IDLE_AUTO = 2, /* SCHED_IDLE, normal while faults wait */
+};
+
 struct upg_params {
 	size_t size;	 /* sizeof(struct upg_params), set by init */
 	size_t budget;	 /* UPG_BUDGET: resident bytes at most */
@@ -62,7 +75,8 @@ struct upg_params {
 	size_t swap_max;	 /* UPG_SWAP_MAX: file size limit, 0 = none */
 	bool swap_direct;	 /* UPG_SWAP_DIRECT: O_DIRECT swap I/O */
 	unsigned swap_readahead; /* UPG_SWAP_READAHEAD: pages, 1 = off */
-	bool idle_handlers;	 /* UPG_IDLE_HANDLERS: SCHED_IDLE handlers */
+	/* UPG_IDLE_HANDLERS: handler priority, see enum upg_idle_mode */
+	enum upg_idle_mode idle_handlers;
 };
 
 /**

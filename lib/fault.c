@@ -27,7 +27,10 @@
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <linux/futex.h>
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "runtime.h"
@@ -893,6 +896,313 @@ static void sample_faulter(struct upg_handler *h, uint32_t tid)
 }
 
 /* ------------------------------------------------------------------ */
+/* Handler priority: the guard (UPG_IDLE_HANDLERS=auto)                */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Every fault wakes every handler reading the userfaultfd. At normal
+ * priority the one on another CPU preempts whatever runs there, only to
+ * find the message taken: with a faulting thread on each CPU that halves
+ * their gain. An idle (SCHED_IDLE) handler runs only when its CPU has
+ * nothing else to do, which is exactly when its own CPU's faulting thread
+ * waits; the price is that it starves while other work keeps its CPU busy
+ * (another program, more runnable threads than CPUs, the evictor), and the
+ * program's faults wait with it.
+ *
+ * So in auto mode the handlers run idle while a normal-priority guard
+ * thread checks, every GUARD_TICK_NS while faults flow, how long an idle
+ * thread waits for each handler's CPU: it wakes a canary, an idle thread
+ * pinned there, and reads at the next tick when it ran. A canary that has
+ * not run after a whole tick, or ran late (GUARD_LATE_NS) twice in a row,
+ * means idle handlers starve there: the guard raises every handler to
+ * normal priority for a hold time. The hold doubles whenever starvation
+ * comes back soon after the handlers were lowered again, so a machine that
+ * stays busy pays a few milliseconds a minute at most, and starts over
+ * after a long calm. Raising a thread out of SCHED_IDLE needs CAP_SYS_NICE
+ * (or RLIMIT_NICE); without it auto means normal priority.
+ */
+#define GUARD_TICK_NS 4000000ULL	/* look every 4 ms while faults flow */
+#define GUARD_QUIET_NS 20000000ULL	/* every 20 ms when none do */
+#define GUARD_LATE_NS 250000ULL		/* an idle thread waited too long */
+#define GUARD_HOLD_MIN_NS 1000000000ULL /* normal for 1 s at first */
+#define GUARD_HOLD_MAX_NS 64000000000ULL
+
+struct upg_canary {
+	struct upg *u;
+	pthread_t thread;
+	bool started;
+	int cpu;
+	_Atomic uint32_t sent;	   /* probes sent (futex word) */
+	_Atomic uint32_t answered; /* the last probe it ran for */
+	_Atomic uint64_t sent_ns;  /* when the last probe was sent */
+	_Atomic uint64_t late_ns;  /* how long it waited for the CPU */
+	unsigned late;		   /* guard: late answers in a row */
+};
+
+static int set_policy(pid_t tid, int policy)
+{
+	struct sched_param sp = { 0 };
+
+	return sched_setscheduler(tid, policy, &sp) ? -errno : 0;
+}
+
+/* Every handler to @policy; 0, or the first error. */
+static int handlers_policy(struct upg *u, int policy)
+{
+	int err = 0, e;
+
+	for (unsigned i = 0; i < u->nhandlers; i++) {
+		e = set_policy(atomic_load(&u->handlers[i].tid), policy);
+		if (e && !err)
+			err = e;
+	}
+	atomic_store(&u->handlers_idle, policy == SCHED_IDLE && !err);
+	return err;
+}
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static void futex_wait(_Atomic uint32_t *w, uint32_t val)
+{
+	syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+static void futex_wake(_Atomic uint32_t *w)
+{
+	syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static void *canary_main(void *arg)
+{
+	struct upg_canary *c = arg;
+	cpu_set_t set;
+	uint32_t s;
+
+	upg_internal_enter();
+	pthread_setname_np(pthread_self(), "upg-canary");
+	CPU_ZERO(&set);
+	CPU_SET(c->cpu, &set);
+	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	set_policy(0, SCHED_IDLE);
+	while (!atomic_load(&c->u->stopping)) {
+		s = atomic_load(&c->sent);
+		if (s != atomic_load(&c->answered)) {
+			atomic_store(&c->late_ns,
+				     mono_ns() - atomic_load(&c->sent_ns));
+			atomic_store(&c->answered, s);
+		}
+		futex_wait(&c->sent, s);
+	}
+	return NULL;
+}
+
+static void canary_probe(struct upg_canary *c)
+{
+	atomic_store(&c->sent_ns, mono_ns());
+	atomic_fetch_add(&c->sent, 1);
+	futex_wake(&c->sent);
+}
+
+static bool faults_waiting(struct upg *u)
+{
+	struct pollfd pfd = { .fd = u->uffd, .events = POLLIN };
+
+	return poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN);
+}
+
+/* The answers to the last probes: does an idle thread starve somewhere? */
+static bool starved(struct upg_canary *c, unsigned n)
+{
+	bool bad = false;
+
+	for (unsigned i = 0; i < n; i++) {
+		if (atomic_load(&c[i].answered) != atomic_load(&c[i].sent))
+			c[i].late = 2; /* not run for a whole tick */
+		else if (atomic_load(&c[i].late_ns) > GUARD_LATE_NS)
+			c[i].late++;
+		else
+			c[i].late = 0;
+		bad |= c[i].late >= 2;
+	}
+	return bad;
+}
+
+/* Sleep @ns or until the runtime stops; false when it stops. */
+static bool guard_sleep(struct upg *u, uint64_t ns)
+{
+	struct timespec ts;
+	uint64_t t;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	t = (uint64_t)ts.tv_nsec + ns;
+	ts.tv_sec += (time_t)(t / 1000000000ULL);
+	ts.tv_nsec = (long)(t % 1000000000ULL);
+	pthread_mutex_lock(&u->guard_lock);
+	while (!atomic_load(&u->stopping))
+		if (pthread_cond_timedwait(&u->guard_cond, &u->guard_lock,
+					   &ts))
+			break;
+	pthread_mutex_unlock(&u->guard_lock);
+	return !atomic_load(&u->stopping);
+}
+
+/* One canary per handler CPU; false if none could start. */
+static bool canaries_start(struct upg *u)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < u->nhandlers; i++) {
+		struct upg_canary *c = &u->canaries[n];
+		bool dup = u->handlers[i].cpu < 0;
+
+		for (unsigned j = 0; j < n && !dup; j++)
+			dup = u->canaries[j].cpu == u->handlers[i].cpu;
+		if (dup)
+			continue;
+		*c = (struct upg_canary){ .u = u, .cpu = u->handlers[i].cpu };
+		if (pthread_create(&c->thread, NULL, canary_main, c))
+			break;
+		c->started = true;
+		n++;
+	}
+	u->ncanaries = n;
+	return n > 0;
+}
+
+static void canaries_stop(struct upg *u)
+{
+	for (unsigned i = 0; i < u->ncanaries; i++) {
+		struct upg_canary *c = &u->canaries[i];
+
+		atomic_fetch_add(&c->sent, 1);
+		futex_wake(&c->sent);
+		pthread_join(c->thread, NULL);
+	}
+	u->ncanaries = 0;
+}
+
+/*
+ * Whether idle handlers could be raised again: a thread may always lower
+ * itself to SCHED_IDLE, but leaving it takes CAP_SYS_NICE or RLIMIT_NICE.
+ * Tried on the guard itself.
+ */
+static bool can_raise(void)
+{
+	bool ok;
+
+	if (set_policy(0, SCHED_IDLE))
+		return false;
+	ok = set_policy(0, SCHED_OTHER) == 0;
+	return ok;
+}
+
+static void guard_loop(struct upg *u)
+{
+	uint64_t hold = GUARD_HOLD_MIN_NS, lowered = mono_ns(), t;
+	uint64_t served = total_served(u), now_served;
+	bool flowing = false;
+
+	handlers_policy(u, SCHED_IDLE);
+	while (guard_sleep(u, flowing ? GUARD_TICK_NS : GUARD_QUIET_NS)) {
+		now_served = total_served(u);
+		if (flowing && starved(u->canaries, u->ncanaries)) {
+			t = mono_ns();
+			hold = t - lowered < 4 * hold
+				       ? MIN(2 * hold, GUARD_HOLD_MAX_NS)
+				       : GUARD_HOLD_MIN_NS;
+			handlers_policy(u, SCHED_OTHER);
+			upg_stat_inc(upg_guard_stats(u),
+				     UPG_STAT_handler_raises);
+			upg_dbg("CPUs busy: fault handlers at normal priority "
+				"for %llu ms",
+				(unsigned long long)(hold / 1000000));
+			if (!guard_sleep(u, hold))
+				return;
+			handlers_policy(u, SCHED_IDLE);
+			lowered = mono_ns();
+			for (unsigned i = 0; i < u->ncanaries; i++)
+				u->canaries[i].late = 0;
+			now_served = total_served(u);
+		}
+		/*
+		 * Probe only while faults flow (served, or waiting to be
+		 * read: starved handlers serve none): idle handlers matter
+		 * then.
+		 */
+		flowing = now_served != served || faults_waiting(u);
+		served = now_served;
+		for (unsigned i = 0; flowing && i < u->ncanaries; i++)
+			canary_probe(&u->canaries[i]);
+	}
+}
+
+static void *guard_main(void *arg)
+{
+	struct upg *u = arg;
+
+	upg_internal_enter();
+	pthread_setname_np(pthread_self(), "upg-guard");
+	for (unsigned i = 0; i < u->nhandlers; i++)
+		while (!atomic_load(&u->handlers[i].tid))
+			if (!guard_sleep(u, 1000000))
+				return NULL;
+	if (!can_raise()) {
+		upg_info("fault handlers at normal priority: leaving "
+			 "SCHED_IDLE needs CAP_SYS_NICE or RLIMIT_NICE");
+		return NULL;
+	}
+	if (!canaries_start(u)) {
+		upg_warn("fault handlers at normal priority: cannot start "
+			 "their canary threads");
+		return NULL;
+	}
+	guard_loop(u);
+	canaries_stop(u);
+	return NULL;
+}
+
+static void guard_start(struct upg *u)
+{
+	int err;
+
+	atomic_store(&u->handlers_idle, false);
+	if (u->p.idle_handlers != UPG_IDLE_AUTO || u->nhandlers < 2)
+		return;
+	if (!u->canaries) /* a fork child has its parent's */
+		u->canaries = upg_map(u->nhandlers * sizeof(*u->canaries));
+	if (!u->canaries) {
+		upg_warn("fault handlers stay at normal priority: %s",
+			 "out of memory");
+		return;
+	}
+	err = pthread_create(&u->guard, NULL, guard_main, u);
+	if (err) {
+		upg_warn("fault handlers stay at normal priority: cannot "
+			 "start their guard thread: %s",
+			 strerror(err));
+		return;
+	}
+	u->guard_started = true;
+}
+
+static void guard_stop(struct upg *u)
+{
+	if (!u->guard_started)
+		return;
+	pthread_mutex_lock(&u->guard_lock);
+	pthread_cond_broadcast(&u->guard_cond);
+	pthread_mutex_unlock(&u->guard_lock);
+	pthread_join(u->guard, NULL);
+	u->guard_started = false;
+}
+
+/* ------------------------------------------------------------------ */
 /* Threads                                                             */
 /* ------------------------------------------------------------------ */
 
@@ -913,20 +1223,9 @@ static void handler_setup(struct upg_handler *h)
 		CPU_SET(h->cpu, &set);
 		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
 	}
-	if (h->u->p.idle_handlers) {
-		struct sched_param sp = { 0 };
-
-		/*
-		 * Every fault wakes every handler reading the uffd. At normal
-		 * priority the one on the other CPU preempts whatever runs
-		 * there, only to find the message taken: with a faulting
-		 * thread on each CPU that halves their gain. An idle handler
-		 * runs only when its CPU has nothing else to do, which is
-		 * when its own CPU's faulting thread waits; the price is
-		 * that faults wait as long as other work keeps the CPUs busy.
-		 */
-		pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
-	}
+	atomic_store(&h->tid, (pid_t)syscall(SYS_gettid));
+	if (h->u->p.idle_handlers == UPG_IDLE_ON)
+		set_policy(0, SCHED_IDLE); /* AUTO: the guard sets it */
 	snprintf(name, sizeof(name), "upg-fault/%d", h->cpu);
 	pthread_setname_np(pthread_self(), name);
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
@@ -953,7 +1252,7 @@ static void *handler_main(void *arg)
 	handler_setup(h);
 	while (!atomic_load_explicit(&h->u->stopping, memory_order_relaxed)) {
 		n = read_msgs(h, m);
-		if (n <= 0) {
+			if (n <= 0) {
 			if (n < 0 && errno != EINTR && errno != EAGAIN) {
 				upg_err("reading userfaultfd: %s",
 					strerror(errno));
@@ -1014,6 +1313,7 @@ static int start_handlers(struct upg *u)
 					  strerror(-err));
 		h->started = true;
 	}
+	guard_start(u);
 	return 0;
 }
 
@@ -1037,11 +1337,13 @@ int upg_fault_start(struct upg *u)
 /* In a fork child: the handler threads did not survive fork(). */
 int upg_fault_restart(struct upg *u)
 {
+	u->guard_started = false; /* nor did the guard */
 	for (unsigned i = 0; i < u->nhandlers; i++) {
 		struct upg_handler *h = &u->handlers[i];
 
 		h->started = false;
 		atomic_store(&h->parked, false);
+		atomic_store(&h->tid, 0);
 		upg_io_destroy(h->io); /* shared with the parent: made anew */
 		h->io = NULL;
 		h->seen_total = total_served(u);
@@ -1053,6 +1355,10 @@ int upg_fault_restart(struct upg *u)
 void upg_fault_stop(struct upg *u)
 {
 	atomic_store(&u->stopping, true);
+	guard_stop(u);
+	if (u->canaries)
+		upg_unmap(u->canaries, u->nhandlers * sizeof(*u->canaries));
+	u->canaries = NULL;
 	pthread_mutex_lock(&u->park_lock);
 	pthread_cond_broadcast(&u->park_cond);
 	pthread_mutex_unlock(&u->park_lock);

@@ -24,8 +24,8 @@
 
 /*
  * X(NAME, field, type, default, help): environment variable UPG_<NAME>,
- * field of struct upg_params, type (size, uint, bool or level), the default
- * as text (parsed by upg_params_init()) and one line of help.
+ * field of struct upg_params, type (size, uint, bool, level, path or idle),
+ * the default as text (parsed by upg_params_init()) and one line of help.
  */
 /* clang-format off */
 #define UPG_OPTIONS(X)							\
@@ -41,9 +41,9 @@
 	  "freed bytes the allocator keeps before discarding; 0 = auto") \
 	X(HANDLERS, handlers, uint, "0",				\
 	  "fault handler threads; 0 = one per CPU")			\
-	X(IDLE_HANDLERS, idle_handlers, bool, "off",			\
-	  "fault handlers at idle priority: faster with several "	\
-	  "faulting threads, but they starve on busy CPUs")		\
+	X(IDLE_HANDLERS, idle_handlers, idle, "auto",			\
+	  "fault handlers at idle priority: on, off, or auto (idle, "	\
+	  "normal while faults wait for a busy CPU)")			\
 	X(CLUSTER, cluster, uint, "16",					\
 	  "fault-around pages, power of two 1-256")			\
 	X(MOVE, use_move, bool, "on",					\
@@ -72,6 +72,7 @@
 #define SIZE_FORMS "a size such as 4096, 64K, 512M or 2G"
 #define BOOL_FORMS "on or off (also 1/0, yes/no, true/false)"
 #define LEVEL_FORMS "a log level: 0-3 or error, warn, info, debug"
+#define IDLE_FORMS "auto, or " BOOL_FORMS
 
 /* clang-format off */
 enum opt_id {
@@ -87,6 +88,7 @@ enum opt_id {
 #define ctype_bool bool
 #define ctype_level int
 #define ctype_path char *
+#define ctype_idle enum upg_idle_mode
 #define OPT_CHECK(n, f, t, d, h)					\
 	_Static_assert(_Generic(((struct upg_params *)0)->f,		\
 				ctype_##t: 1, default: 0),		\
@@ -116,9 +118,10 @@ struct opt {
 	const char *help;
 };
 
-static opt_parse_fn parse_size, parse_uint, parse_bool, parse_level, parse_path;
+static opt_parse_fn parse_size, parse_uint, parse_bool, parse_level, parse_path,
+	parse_idle;
 static opt_format_fn format_size, format_uint, format_bool, format_level,
-	format_path;
+	format_path, format_idle;
 
 #define PATH_MAX_LEN sizeof(((struct upg_params *)0)->swap_file)
 
@@ -287,6 +290,20 @@ static int parse_level(const char *name, const char *s, void *field)
 	return bad_value(name, s, LEVEL_FORMS);
 }
 
+static int parse_idle(const char *name, const char *s, void *field)
+{
+	int v;
+
+	if (!strcasecmp(s, "auto")) {
+		*(enum upg_idle_mode *)field = UPG_IDLE_AUTO;
+		return 0;
+	}
+	if (find_word(bool_words, ARRAY_SIZE(bool_words), s, &v) < 0)
+		return bad_value(name, s, IDLE_FORMS);
+	*(enum upg_idle_mode *)field = v ? UPG_IDLE_ON : UPG_IDLE_OFF;
+	return 0;
+}
+
 static int parse_path(const char *name, const char *s, void *field)
 {
 	char forms[64];
@@ -370,6 +387,14 @@ static void format_bool(const void *field, char *buf, size_t len)
 static void format_level(const void *field, char *buf, size_t len)
 {
 	snprintf(buf, len, "%d", *(const int *)field);
+}
+
+static void format_idle(const void *field, char *buf, size_t len)
+{
+	static const char *const names[] = { "off", "on", "auto" };
+	unsigned v = *(const enum upg_idle_mode *)field;
+
+	snprintf(buf, len, "%s", v < ARRAY_SIZE(names) ? names[v] : "?");
 }
 
 static void format_path(const void *field, char *buf, size_t len)

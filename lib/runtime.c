@@ -576,7 +576,7 @@ static int open_swap(struct upg *u)
 static int alloc_threads(struct upg *u)
 {
 	u->nhandlers = u->p.handlers;
-	u->nshards = u->nhandlers + 2;
+	u->nshards = u->nhandlers + 3; /* + evictor, API, guard */
 	u->handlers = upg_map(u->nhandlers * sizeof(*u->handlers));
 	u->shards = upg_map(u->nshards * sizeof(*u->shards));
 	return u->handlers && u->shards ? 0 : -ENOMEM;
@@ -591,6 +591,8 @@ static int init_sync(struct upg *u)
 	if (pthread_rwlock_init(&u->regions_lock, NULL) ||
 	    pthread_mutex_init(&u->park_lock, NULL) ||
 	    pthread_cond_init(&u->park_cond, &ca) ||
+	    pthread_mutex_init(&u->guard_lock, NULL) ||
+	    pthread_cond_init(&u->guard_cond, &ca) ||
 	    pthread_mutex_init(&u->ev_lock, NULL) ||
 	    pthread_cond_init(&u->ev_wake, &ca) ||
 	    pthread_cond_init(&u->ev_done, &ca))

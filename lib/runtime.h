@@ -40,6 +40,7 @@ struct upg_handler {
 	int cpu;
 	_Atomic uint64_t served; /* fault messages handled */
 	_Atomic bool parked;	 /* sleeping, not reading: see fault.c */
+	_Atomic pid_t tid;	 /* for the guard; 0 until the thread runs */
 	uint64_t seen_total;	 /* all handlers' faults at the last check */
 	uint64_t seen_served;	 /* ours at the last check */
 	struct upg_stat_shard *stats;
@@ -105,6 +106,14 @@ struct upg {
 	unsigned nhandlers;
 	struct upg_handler *handlers;
 	_Atomic unsigned active_handlers;
+	/* UPG_IDLE_HANDLERS=auto: the guard thread, see fault.c */
+	pthread_t guard;
+	bool guard_started;
+	pthread_mutex_t guard_lock;
+	pthread_cond_t guard_cond;
+	_Atomic bool handlers_idle; /* at SCHED_IDLE now */
+	struct upg_canary *canaries; /* one per handler CPU */
+	unsigned ncanaries;
 	pthread_mutex_t park_lock;
 	pthread_cond_t park_cond;
 	struct upg_stat_shard *shards; /* handlers, then evictor, then API */
@@ -122,6 +131,11 @@ static inline struct upg_stat_shard *upg_evictor_stats(struct upg *u)
 static inline struct upg_stat_shard *upg_api_stats(struct upg *u)
 {
 	return &u->shards[u->nhandlers + 1];
+}
+
+static inline struct upg_stat_shard *upg_guard_stats(struct upg *u)
+{
+	return &u->shards[u->nhandlers + 2];
 }
 
 /* Region lookup; caller holds regions_lock (read or write). */

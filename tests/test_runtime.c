@@ -527,15 +527,15 @@ Test(runtime, fault_around_follows_two_streams)
 	upg_destroy(u);
 }
 
-/* The scheduling policy of this process's upager fault handlers, or -1. */
-static int handler_policy(void)
+/* The number of this process's threads whose name starts with @prefix. */
+static int threads_named(const char *prefix, int *policy)
 {
 	DIR *d = opendir("/proc/self/task");
 	struct dirent *e;
-	int policy = -1;
+	int n = 0;
 
 	cr_assert(d);
-	while (policy < 0 && (e = readdir(d))) {
+	while ((e = readdir(d))) {
 		char path[300], comm[32] = "";
 		FILE *f;
 
@@ -545,24 +545,120 @@ static int handler_policy(void)
 		if (!f)
 			continue;
 		if (fgets(comm, sizeof(comm), f) &&
-		    !strncmp(comm, "upg-fault/", 10))
-			policy = sched_getscheduler(atoi(e->d_name));
+		    !strncmp(comm, prefix, strlen(prefix))) {
+			n++;
+			if (policy)
+				*policy = sched_getscheduler(atoi(e->d_name));
+		}
 		fclose(f);
 	}
 	closedir(d);
+	return n;
+}
+
+/* The scheduling policy of the fault handlers, once it is @want (2 s). */
+static int handler_policy(int want)
+{
+	int policy = -1;
+
+	for (int i = 0; i < 200; i++) {
+		threads_named("upg-fault/", &policy);
+		if (policy == want)
+			break;
+		usleep(10000);
+	}
 	return policy;
 }
 
 Test(runtime, idle_handlers_option)
 {
-	static const char *const idle[] = { "IDLE_HANDLERS=on", NULL };
-	struct upg *u = t_runtime(64 * MiB, NULL);
+	static const char *const off[] = { "IDLE_HANDLERS=off", "HANDLERS=2",
+					   NULL };
+	static const char *const on[] = { "IDLE_HANDLERS=on", "HANDLERS=2",
+					  NULL };
+	static const char *const dflt[] = { "HANDLERS=2", NULL };
+	struct upg_params p;
+	struct upg *u;
 
-	usleep(50000); /* the handlers set themselves up */
-	cr_expect_eq(handler_policy(), SCHED_OTHER);
+	upg_params_init(&p);
+	cr_expect_eq(p.idle_handlers, UPG_IDLE_AUTO, "the default is auto");
+	cr_expect_eq(upg_params_set(&p, "IDLE_HANDLERS", "sometimes"), -EINVAL);
+	cr_expect(strstr(upg_last_error(), "UPG_IDLE_HANDLERS") &&
+		  strstr(upg_last_error(), "auto"), "%s", upg_last_error());
+
+	u = t_runtime(64 * MiB, off);
+	cr_expect_eq(handler_policy(SCHED_OTHER), SCHED_OTHER);
+	cr_expect_eq(threads_named("upg-guard", NULL), 0);
 	upg_destroy(u);
-	u = t_runtime(64 * MiB, idle);
-	usleep(50000);
-	cr_expect_eq(handler_policy(), SCHED_IDLE);
+	u = t_runtime(64 * MiB, on);
+	cr_expect_eq(handler_policy(SCHED_IDLE), SCHED_IDLE);
+	cr_expect_eq(threads_named("upg-guard", NULL), 0);
+	upg_destroy(u);
+	/* auto: the guard lowers them (root may raise them again) */
+	u = t_runtime(64 * MiB, dflt);
+	cr_expect_eq(threads_named("upg-guard", NULL), 1);
+	cr_expect_eq(handler_policy(SCHED_IDLE), SCHED_IDLE);
+	upg_destroy(u);
+	cr_expect_eq(threads_named("upg-guard", NULL), 0);
+	cr_expect_eq(threads_named("upg-canary", NULL), 0);
+}
+
+struct hog {
+	_Atomic bool *stop;
+	int cpu;
+};
+
+static void *hog_main(void *arg)
+{
+	struct hog *h = arg;
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(h->cpu, &set);
+	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	while (!atomic_load_explicit(h->stop, memory_order_relaxed))
+		;
+	return NULL;
+}
+
+/*
+ * Idle handlers starve while normal-priority work holds every CPU; in auto
+ * mode the guard must see it and raise them, and no fault may be lost.
+ */
+Test(runtime, idle_handlers_raised_when_cpus_busy, .timeout = 120)
+{
+	static const char *const opts[] = { "HANDLERS=2", "CLUSTER=1", NULL };
+	enum { NPAGES = 4096 };
+	struct hog hogs[64];
+	pthread_t th[64];
+	_Atomic bool stop = false;
+	unsigned nhogs = 0;
+	struct upg_stats st;
+	cpu_set_t set;
+	struct upg *u;
+	char *r;
+
+	u = t_runtime(64 * MiB, opts);
+	if (handler_policy(SCHED_IDLE) != SCHED_IDLE)
+		cr_skip_test("handlers never went idle (no CAP_SYS_NICE?)");
+	r = t_region(u, NPAGES * 4096UL);
+	cr_assert_eq(sched_getaffinity(0, sizeof(set), &set), 0);
+	for (int c = 0; c < CPU_SETSIZE && nhogs < 64; c++) {
+		if (!CPU_ISSET(c, &set))
+			continue;
+		hogs[nhogs] = (struct hog){ .stop = &stop, .cpu = c };
+		cr_assert_eq(pthread_create(&th[nhogs], NULL, hog_main,
+					    &hogs[nhogs]),
+			     0);
+		nhogs++;
+	}
+	t_fill(r, NPAGES, T_TEXT); /* one fault per page */
+	st = t_stats(u);
+	atomic_store(&stop, true);
+	for (unsigned i = 0; i < nhogs; i++)
+		pthread_join(th[i], NULL);
+	cr_expect_geq(st.handler_raises, 1, "handlers never raised");
+	cr_expect_geq(st.fault_zero, NPAGES / 2);
+	cr_expect_eq(t_verify(r, NPAGES, T_TEXT), 0);
 	upg_destroy(u);
 }

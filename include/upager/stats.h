@@ -41,6 +41,7 @@
 	X(refault,		"faults on pages evicted before")	\
 	X(clock_scanned,	"resident pages examined by the clock")	\
 	X(clock_referenced,	"pages spared by their reference bit")	\
+	X(handler_raises,	"idle handlers raised to normal priority (CPUs busy)") \
 	X(wp_scan,		"PAGEMAP_SCAN calls")			\
 	X(wp_written,		"pages found written since protection")	\
 	X(discard_pages,	"pages discarded")			\
