@@ -80,7 +80,7 @@ static void protect(void)
 {
 	struct page_region vec[NP];
 
-	upg_uffd_scan_written(pagemap, reg, NP * PG, vec, NP);
+	upg_uffd_scan_written(pagemap, reg, NP * PG, vec, NP, true);
 }
 
 static int present(char *base, unsigned char *vec)

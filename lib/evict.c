@@ -149,7 +149,7 @@ static void scan_written(struct upg *u, struct upg_region *r, size_t idx,
 	struct page_region vec[UPG_CHUNK_PAGES / 2];
 	int k = upg_uffd_scan_written(u->pagemap_fd, region_addr(r, idx),
 				      n << UPG_PAGE_SHIFT, vec,
-				      ARRAY_SIZE(vec));
+				      ARRAY_SIZE(vec), true);
 
 	upg_stat_inc(upg_evictor_stats(u), UPG_STAT_wp_scan);
 	for (int i = 0; i < k; i++) {
@@ -159,6 +159,71 @@ static void scan_written(struct upg *u, struct upg_region *r, size_t idx,
 		for (a >>= UPG_PAGE_SHIFT; a < b >> UPG_PAGE_SHIFT; a++)
 			mark_written(u, r, a);
 	}
+}
+
+/*
+ * The reaper. A page read back from the pool keeps its compressed copy
+ * until the hand finds it written; in a read-modify-write workload that
+ * is nearly every page brought back, and their copies are dead weight in
+ * the pool for a whole turn of the clock. Every REAP_PERIOD_NS while the
+ * evictor works, a report-only PAGEMAP_SCAN over the resident chunks (no
+ * re-protection, so the clock's reference bits are untouched) finds them
+ * sooner, and their copies are freed.
+ */
+#define REAP_PERIOD_NS 20000000ULL
+
+static void reap_copy(struct upg *u, struct upg_region *r, size_t idx)
+{
+	upg_pte_t *p = &r->pte[idx];
+	uint64_t v = atomic_load_explicit(p, memory_order_relaxed);
+
+	if (pte_state(v) != PTE_RESIDENT || !(v & PTE_COPY) ||
+	    !pte_trylock(p, &v))
+		return;
+	if (pte_state(v) == PTE_RESIDENT && (v & PTE_COPY)) {
+		upg_page_drop_copy(u, v);
+		v = pte_make(PTE_RESIDENT, PTE_REF, 0);
+		upg_stat_inc(upg_evictor_stats(u), UPG_STAT_reap_copies);
+	}
+	upg_page_publish(u, r, idx, pte_state(v), v);
+}
+
+static void reap_chunk(struct upg *u, struct upg_region *r, size_t c)
+{
+	struct page_region vec[UPG_CHUNK_PAGES / 2];
+	size_t idx = c << UPG_CHUNK_SHIFT;
+	size_t n = MIN(r->npages - idx, (size_t)UPG_CHUNK_PAGES);
+	int k = upg_uffd_scan_written(u->pagemap_fd, region_addr(r, idx),
+				      n << UPG_PAGE_SHIFT, vec,
+				      ARRAY_SIZE(vec), false);
+
+	for (int i = 0; i < k; i++) {
+		size_t a = (size_t)((char *)(uintptr_t)vec[i].start - r->start);
+		size_t b = (size_t)((char *)(uintptr_t)vec[i].end - r->start);
+
+		for (a >>= UPG_PAGE_SHIFT; a < b >> UPG_PAGE_SHIFT; a++)
+			reap_copy(u, r, a);
+	}
+}
+
+static void reap(struct upg *u)
+{
+	uint64_t now = upg_now_ns();
+
+	if (!u->caps.wp_async || now - u->reaped_ns < REAP_PERIOD_NS)
+		return;
+	u->reaped_ns = now;
+	pthread_rwlock_rdlock(&u->regions_lock);
+	for (size_t i = 0; i < u->nregions; i++) {
+		struct upg_region *r = u->regions[i];
+
+		for (size_t c = 0; c < r->nchunks; c++)
+			if (atomic_load_explicit(&r->chunk_res[c],
+						 memory_order_relaxed))
+				reap_chunk(u, r, c);
+	}
+	pthread_rwlock_unlock(&u->regions_lock);
+	upg_stat_inc(upg_evictor_stats(u), UPG_STAT_reap_passes);
 }
 
 /* Second chance: referenced pages lose REF, the others are locked. */
@@ -946,9 +1011,11 @@ static bool evict_pass(struct upg *u)
 {
 	bool progress = false;
 
+	reap(u);
 	writeback(u);
 	while (above_high(u) && !atomic_load(&u->stopping) &&
 	       !atomic_load(&u->ev_pause)) {
+		reap(u);
 		writeback(u);
 		if (!evict_batch(u))
 			break;

@@ -83,6 +83,7 @@ struct upg {
 	_Atomic bool ev_pause;		 /* fork() under way: stay idle */
 	bool ev_paused;			 /* and idle now; under ev_lock */
 	size_t hand_region;		 /* clock hand, evictor-private */
+	uint64_t reaped_ns;		 /* last reaper pass, evictor-private */
 	size_t hand_idx;
 	char *staging;	      /* UPG_EVICT_BATCH pages, registered WP-only */
 	char *chunk_area;     /* 3 chunks of address space, for: */

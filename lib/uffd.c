@@ -234,11 +234,12 @@ int upg_uffd_writeprotect(int uffd, void *start, size_t len, bool wp)
 }
 
 int upg_uffd_scan_written(int pagemap_fd, void *start, size_t len,
-			  struct page_region *vec, size_t nvec)
+			  struct page_region *vec, size_t nvec, bool protect)
 {
 	struct pm_scan_arg a = {
 		.size = sizeof(a),
-		.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+		.flags = protect ? PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC
+				 : 0,
 		.start = (uintptr_t)start,
 		.end = (uintptr_t)start + len,
 		.vec = (uintptr_t)vec,

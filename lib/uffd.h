@@ -152,13 +152,14 @@ int upg_uffd_poison(int uffd, void *start, size_t len);
 int upg_uffd_writeprotect(int uffd, void *start, size_t len, bool wp);
 
 /*
- * upg_uffd_scan_written() - find pages written since their protection and
- * protect them again, atomically (PAGEMAP_SCAN, PM_SCAN_WP_MATCHING)
+ * upg_uffd_scan_written() - find present pages written since their
+ * protection (PAGEMAP_SCAN) and, if @protect, protect them again atomically
+ * (PM_SCAN_WP_MATCHING)
  * @pagemap_fd: open /proc/self/pagemap
  * @vec, @nvec: output runs of written pages
  * Return: number of runs filled, or -errno.
  */
 int upg_uffd_scan_written(int pagemap_fd, void *start, size_t len,
-			  struct page_region *vec, size_t nvec);
+			  struct page_region *vec, size_t nvec, bool protect);
 
 #endif

@@ -324,6 +324,43 @@ Test(runtime, written_pages_after_refault_are_stored_again)
 	upg_destroy(u);
 }
 
+/*
+ * Read-modify-write of pages brought back from the pool: their copies die
+ * at the write, and the reaper must free them before the hand comes round.
+ */
+Test(runtime, copies_of_written_pages_are_reaped)
+{
+	struct upg *u = t_runtime(8 * MiB, NULL);
+	size_t n = 32 * MiB / PAGE;
+	char *m = t_region(u, 32 * MiB);
+	uint8_t *ver = calloc(n, 1);
+	uint64_t seed = 42;
+	struct upg_stats st;
+
+	if (!strstr(upg_features(u), "wp_async"))
+		cr_skip_test("no UFFD_FEATURE_WP_ASYNC: every page is dirty");
+	cr_assert(ver);
+	t_fill(m, n, T_TEXT);
+	for (int op = 0; op < 40000; op++) {
+		size_t i;
+
+		seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+		i = (size_t)(seed >> 33) % n;
+		/* read first (a read fault keeps the copy), then rewrite */
+		cr_assert(t_page_check(m + i * PAGE, T_TEXT, i, ver[i]),
+			  "page %zu", i);
+		t_page_fill(m + i * PAGE, T_TEXT, i, ++ver[i]);
+	}
+	st = t_stats(u);
+	cr_expect_gt(st.reap_copies, 0, "no copy reaped (%llu passes)",
+		     (unsigned long long)st.reap_passes);
+	for (size_t i = 0; i < n; i++)
+		cr_assert(t_page_check(m + i * PAGE, T_TEXT, i, ver[i]),
+			  "page %zu", i);
+	free(ver);
+	upg_destroy(u);
+}
+
 /* madvise(MADV_DONTNEED) by the program: the range reads zeros. */
 static void program_dontneed(const char *const *opts)
 {

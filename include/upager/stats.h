@@ -44,6 +44,8 @@
 	X(handler_raises,	"idle handlers raised to normal priority (CPUs busy)") \
 	X(wp_scan,		"PAGEMAP_SCAN calls")			\
 	X(wp_written,		"pages found written since protection")	\
+	X(reap_passes,		"reaper passes (copies of written pages)") \
+	X(reap_copies,		"pool copies freed early: page written since") \
 	X(discard_pages,	"pages discarded")			\
 	X(remove_events,	"UFFD_EVENT_REMOVE messages (program madvise)") \
 	X(budget_overruns,	"pages installed beyond the budget (pool full)") \
