@@ -1100,12 +1100,27 @@ static void lat_ratios(const struct lat_env *e)
 	jratio("latency", "zero_write_p50_vs_floor", s[S_ZERO_W].s.p50,
 	       s[S_FCOPY_W].s.p50, 1.5,
 	       "<=", "upager zero-fill write / bare COPY floor (write), p50");
+	/*
+	 * The target's "LZ4 decompression time for pool hits": decompressing
+	 * entries that are as cold as the pool's (the aged series). The warm
+	 * series decompresses what was just compressed, from the cache, which
+	 * no pool hit does; its ratios are kept for comparison.
+	 */
+	jratio("latency", "pool_read_p50_vs_floor_lz4_aged", s[S_POOL_R].s.p50,
+	       s[S_FCOPY_R].s.p50 + s[S_LZ4].s.p50, 1.5, "<=",
+	       "upager pool-hit read / (bare COPY floor + LZ4 decompress p50 "
+	       "of entries aged like the pool)");
+	jratio("latency", "pool_write_p50_vs_floor_lz4_aged", s[S_POOL_W].s.p50,
+	       s[S_FCOPY_W].s.p50 + s[S_LZ4].s.p50, 1.5, "<=",
+	       "upager pool-hit write / (bare COPY floor + LZ4 decompress p50 "
+	       "of entries aged like the pool)");
 	jratio("latency", "pool_read_p50_vs_floor_lz4", s[S_POOL_R].s.p50,
-	       s[S_FCOPY_R].s.p50 + e->lz4, 1.5, "<=",
-	       "upager pool-hit read / (bare COPY floor + LZ4 decompress p50)");
+	       s[S_FCOPY_R].s.p50 + e->lz4, NO_TARGET, "",
+	       "upager pool-hit read / (bare COPY floor + warm LZ4 p50: the "
+	       "entry just compressed, in the cache)");
 	jratio("latency", "pool_write_p50_vs_floor_lz4", s[S_POOL_W].s.p50,
-	       s[S_FCOPY_W].s.p50 + e->lz4, 1.5, "<=",
-	       "upager pool-hit write / (bare COPY floor + LZ4 decompress p50)");
+	       s[S_FCOPY_W].s.p50 + e->lz4, NO_TARGET, "",
+	       "upager pool-hit write / (bare COPY floor + warm LZ4 p50)");
 	jratio("latency", "pool_pressure_read_p50_vs_floor_lz4",
 	       s[S_PRESSURE].s.p50, s[S_FCOPY_R].s.p50 + e->lz4, NO_TARGET, "",
 	       "pool-hit read with the evictor running / (COPY floor + LZ4)");
@@ -1115,9 +1130,6 @@ static void lat_ratios(const struct lat_env *e)
 	jratio("latency", "pool_read_p99_vs_floor_lz4", s[S_POOL_R].s.p99,
 	       s[S_FCOPY_R].s.p99 + e->lz4, NO_TARGET, "",
 	       "upager pool-hit read / (COPY floor + LZ4), p99");
-	jratio("latency", "pool_read_p50_vs_floor_lz4_aged", s[S_POOL_R].s.p50,
-	       s[S_FCOPY_R].s.p50 + s[S_LZ4].s.p50, NO_TARGET, "",
-	       "pool-hit read / (COPY floor + LZ4 on memory aged like the pool)");
 	jratio("latency", "pool_read_p50_vs_floor_per_cpu_lz4_aged",
 	       s[S_POOL_R].s.p50, s[S_FCOPY2_R].s.p50 + s[S_LZ4].s.p50,
 	       NO_TARGET, "",
