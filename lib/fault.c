@@ -813,12 +813,8 @@ static void park(struct upg_handler *h)
 {
 	struct upg *u = h->u;
 	struct timespec ts;
-	uint64_t ns;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ns = (uint64_t)ts.tv_nsec + PARK_NS;
-	ts.tv_sec += (time_t)(ns / 1000000000ULL);
-	ts.tv_nsec = (long)(ns % 1000000000ULL);
+	upg_deadline(&ts, PARK_NS);
 	pthread_mutex_lock(&u->park_lock);
 	atomic_store(&h->parked, true);
 	while (atomic_load(&h->parked) && !atomic_load(&u->stopping))
@@ -960,14 +956,6 @@ static int handlers_policy(struct upg *u, int policy)
 	return err;
 }
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
 static void futex_wait(_Atomic uint32_t *w, uint32_t val)
 {
 	syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
@@ -994,7 +982,7 @@ static void *canary_main(void *arg)
 		s = atomic_load(&c->sent);
 		if (s != atomic_load(&c->answered)) {
 			atomic_store(&c->late_ns,
-				     mono_ns() - atomic_load(&c->sent_ns));
+				     upg_now_ns() - atomic_load(&c->sent_ns));
 			atomic_store(&c->answered, s);
 		}
 		futex_wait(&c->sent, s);
@@ -1004,7 +992,7 @@ static void *canary_main(void *arg)
 
 static void canary_probe(struct upg_canary *c)
 {
-	atomic_store(&c->sent_ns, mono_ns());
+	atomic_store(&c->sent_ns, upg_now_ns());
 	atomic_fetch_add(&c->sent, 1);
 	futex_wake(&c->sent);
 }
@@ -1037,12 +1025,8 @@ static bool starved(struct upg_canary *c, unsigned n)
 static bool guard_sleep(struct upg *u, uint64_t ns)
 {
 	struct timespec ts;
-	uint64_t t;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	t = (uint64_t)ts.tv_nsec + ns;
-	ts.tv_sec += (time_t)(t / 1000000000ULL);
-	ts.tv_nsec = (long)(t % 1000000000ULL);
+	upg_deadline(&ts, ns);
 	pthread_mutex_lock(&u->guard_lock);
 	while (!atomic_load(&u->stopping))
 		if (pthread_cond_timedwait(&u->guard_cond, &u->guard_lock,
@@ -1104,7 +1088,7 @@ static bool can_raise(void)
 
 static void guard_loop(struct upg *u)
 {
-	uint64_t hold = GUARD_HOLD_MIN_NS, lowered = mono_ns(), t;
+	uint64_t hold = GUARD_HOLD_MIN_NS, lowered = upg_now_ns(), t;
 	uint64_t served = total_served(u), now_served;
 	bool flowing = false;
 
@@ -1112,7 +1096,7 @@ static void guard_loop(struct upg *u)
 	while (guard_sleep(u, flowing ? GUARD_TICK_NS : GUARD_QUIET_NS)) {
 		now_served = total_served(u);
 		if (flowing && starved(u->canaries, u->ncanaries)) {
-			t = mono_ns();
+			t = upg_now_ns();
 			hold = t - lowered < 4 * hold
 				       ? MIN(2 * hold, GUARD_HOLD_MAX_NS)
 				       : GUARD_HOLD_MIN_NS;
@@ -1125,7 +1109,7 @@ static void guard_loop(struct upg *u)
 			if (!guard_sleep(u, hold))
 				return;
 			handlers_policy(u, SCHED_IDLE);
-			lowered = mono_ns();
+			lowered = upg_now_ns();
 			for (unsigned i = 0; i < u->ncanaries; i++)
 				u->canaries[i].late = 0;
 			now_served = total_served(u);
