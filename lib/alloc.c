@@ -50,7 +50,7 @@ static __thread bool tc_setup UPG_TLS_IE; /* pthread_setspecific may
  */
 static pthread_mutex_t tc_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct upg_tcache *tc_spare; /* via ->tnext */
-static size_t tc_nspare;
+static size_t tc_nspare, tc_nmapped;
 static pthread_key_t tc_key;
 static bool tc_key_ok;
 
@@ -318,8 +318,14 @@ static struct upg_tcache *tcache_new(struct upg_heap *h)
 		tc_nspare--;
 	}
 	pthread_mutex_unlock(&tc_lock);
-	if (!tc && !(tc = upg_map(tcache_bytes())))
-		return NULL;
+	if (!tc) {
+		tc = upg_map(tcache_bytes());
+		if (!tc)
+			return NULL;
+		pthread_mutex_lock(&tc_lock);
+		tc_nmapped++;
+		pthread_mutex_unlock(&tc_lock);
+	}
 	slot = tc->slots;
 	for (unsigned c = 0; c < UPG_NCLASS; c++) {
 		tc->bin[c] = (struct tbin){ 0, class_cap[c], slot };
@@ -451,14 +457,12 @@ static inline struct upg_tcache *tcache_get(struct upg_heap *h)
 	return tcache_slow(h);
 }
 
-size_t upg_tcache_spares(void)
+void upg_tcache_count(size_t *mapped, size_t *spare)
 {
-	size_t n;
-
 	pthread_mutex_lock(&tc_lock);
-	n = tc_nspare;
+	*mapped = tc_nmapped;
+	*spare = tc_nspare;
 	pthread_mutex_unlock(&tc_lock);
-	return n;
 }
 
 /* ------------------------------------------------------------------ */

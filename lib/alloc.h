@@ -196,8 +196,8 @@ static inline bool upg_tc_free(struct upg_heap *h, void *p)
 	return true;
 }
 
-/* Spare caches (tests: other threads' caches come back). */
-size_t upg_tcache_spares(void);
+/* Caches ever mapped and spare ones (tests: every cache comes back). */
+void upg_tcache_count(size_t *mapped, size_t *spare);
 
 static inline size_t page_index(const struct upg_heap *h, uintptr_t a)
 {

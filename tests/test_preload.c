@@ -197,6 +197,13 @@ Test(preload_fork, fork_while_other_threads_allocate)
 	preload_ok(BIN("preload-fork"), "threads", NULL);
 }
 
+/* Each run a new process: forks race with the heap's creation. */
+Test(preload_fork, fork_while_threads_allocate_first_time)
+{
+	for (int run = 0; run < 10; run++)
+		preload_ok(BIN("preload-fork"), "creation", NULL);
+}
+
 Test(preload_fork, posix_spawn_vfork_system_popen)
 {
 	preload_ok(BIN("preload-fork"), "spawn", NULL);

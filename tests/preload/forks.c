@@ -8,6 +8,10 @@
  *   preload-fork threads   fork while other threads allocate; children
  *                          allocate, start threads and exit
  *   preload-fork spawn     posix_spawn, vfork+exec, system, popen
+ *   preload-fork creation  fork again and again while other threads make
+ *                          their first allocations (the first one creates
+ *                          the heap, unless the loader's did); children
+ *                          allocate and exit
  *
  * A hang is caught by alarm(): the program dies of SIGALRM.
  */
@@ -179,6 +183,71 @@ static void threads(void)
 	CHECK(!blocks_bad(&b, 0), "parent heap changed");
 }
 
+/* ---- fork while the heap and the threads' caches are created ---- */
+
+static atomic_bool go;
+
+static void *first_alloc(void *arg)
+{
+	while (!atomic_load(&go))
+		;
+	for (int i = 0; i < 200; i++) {
+		char *p = malloc(16 + (size_t)i * 40);
+
+		CHECK(p, "malloc");
+		p[0] = 1;
+		free(p);
+	}
+	return arg;
+}
+
+/* Wait up to 20 s for @pid: a child stuck on an inherited lock fails. */
+static int wait_bounded(pid_t pid)
+{
+	for (int ms = 0; ms < 20000; ms++) {
+		int st;
+
+		if (waitpid(pid, &st, WNOHANG) == pid)
+			return WIFEXITED(st) ? WEXITSTATUS(st)
+					     : 100 + WTERMSIG(st);
+		usleep(1000);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	FAIL("child %d hung (a lock held across fork?)", pid);
+}
+
+static void creation(void)
+{
+	pthread_t th[3];
+
+	for (int t = 0; t < 3; t++)
+		pthread_create(&th[t], NULL, first_alloc, NULL);
+	atomic_store(&go, true);
+	for (int k = 0; k < 12; k++) {
+		pid_t pid = fork();
+
+		CHECK(pid >= 0, "fork");
+		if (!pid) {
+			for (int i = 0; i < 300; i++) {
+				size_t n = 16 + (size_t)i * 100;
+				char *p = malloc(n);
+
+				if (!p)
+					_exit(2);
+				p_fill(p, n, (uint64_t)i);
+				if (!p_check(p, n, (uint64_t)i))
+					_exit(3);
+				free(p);
+			}
+			_exit(0);
+		}
+		CHECK(wait_bounded(pid) == 0, "fork %d: child failed", k);
+	}
+	for (int t = 0; t < 3; t++)
+		pthread_join(th[t], NULL);
+}
+
 /* ---- exec paths ---- */
 
 static void spawn(void)
@@ -212,13 +281,15 @@ int main(int argc, char **argv)
 	alarm(240);
 	setvbuf(stdout, NULL, _IONBF, 0);
 	if (argc < 2)
-		FAIL("usage: preload-fork oversub|threads|spawn");
+		FAIL("usage: preload-fork oversub|threads|spawn|creation");
 	if (!strcmp(argv[1], "oversub"))
 		oversub();
 	else if (!strcmp(argv[1], "threads"))
 		threads();
 	else if (!strcmp(argv[1], "spawn"))
 		spawn();
+	else if (!strcmp(argv[1], "creation"))
+		creation();
 	else
 		FAIL("unknown test %s", argv[1]);
 	printf("ok %s\n", argv[1]);
