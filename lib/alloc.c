@@ -8,15 +8,9 @@
  * pointers, both outside managed memory. So free() never faults an evicted
  * page in, and a fully free slab goes back to the page layer untouched.
  *
- * Thread caches (struct upg_tcache, alloc.h): one per thread and heap,
- * found through thread-locals (initial-exec TLS, no __tls_get_addr): the
- * cache for the default heap, the last used cache, then the thread's list.
- * The fast paths take no lock and make no atomic read-modify-write: a
- * malloc pops a pointer, a free pushes one (whichever thread made the
- * block: blocks freed by other threads are reused here, and go back to
- * their slabs in batches). A bin refills or flushes half its capacity
- * under its class lock. One pthread key's destructor flushes a thread's
- * caches when it exits; after that the thread allocates uncached.
+ * Thread caches (alloc_cache.c) sit in front of the slabs: a malloc pops
+ * a pointer from the caller's cache and a free pushes one, with no lock;
+ * a bin refills or flushes half its capacity under its class lock.
  *
  * Locking: see alloc.h. fork(): see the section at the end.
  */
@@ -32,28 +26,7 @@ uint32_t upg_class_size[UPG_NCLASS] __attribute__((aligned(UPG_CACHELINE)));
 uint8_t upg_small_class[1024 / 16 + 1] __attribute__((aligned(UPG_CACHELINE)));
 static uint16_t class_pages[UPG_NCLASS];
 static uint16_t class_objs[UPG_NCLASS];
-static uint16_t class_cap[UPG_NCLASS]; /* thread cache slots */
-static size_t tc_slots;
 static pthread_once_t class_once = PTHREAD_ONCE_INIT;
-
-__thread struct upg_tcache *upg_tc_default UPG_TLS_IE;
-static __thread struct upg_tcache *tc_last UPG_TLS_IE;
-static __thread struct upg_tcache *tc_mine UPG_TLS_IE; /* via ->tnext */
-static __thread bool tc_keyed UPG_TLS_IE; /* tc_key set: exit is seen */
-static __thread bool tc_dead UPG_TLS_IE;  /* exiting: caches flushed */
-static __thread bool tc_setup UPG_TLS_IE; /* pthread_setspecific may
-					     allocate */
-
-/*
- * The caches lock: spare caches (never unmapped, so a stale tc_last stays
- * readable), every heap's cache list, and the ->h of every cache that is
- * on one. tc_key's destructor flushes an exiting thread's caches.
- */
-static pthread_mutex_t tc_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct upg_tcache *tc_spare; /* via ->tnext */
-static size_t tc_nspare, tc_nmapped;
-static pthread_key_t tc_key;
-static bool tc_key_ok;
 
 static pthread_mutex_t heaps_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct upg_heap *heaps;
@@ -98,35 +71,11 @@ static void pick_slab(unsigned c)
 	class_objs[c] = (uint16_t)(best * UPG_PAGE_SIZE / size);
 }
 
-static void threads_exit(void *arg);
-
-/*
- * Thread cache slots for a class. A bin refills or flushes when a random
- * mix of mallocs and frees walks it to an end, about (cap/2)^2 operations
- * after the last time, and then moves cap/2 blocks under the class lock:
- * the cost per operation falls as 2/cap. Large classes get few slots so
- * that a thread keeps under about 2 MiB of blocks cached.
- */
-static uint16_t cache_slots(size_t size)
-{
-	if (size <= 256)
-		return 256;
-	if (size <= 1024)
-		return 128;
-	return size <= 4096 ? 32 : 8;
-}
-
 static void classes_init(void)
 {
-	tc_key_ok = pthread_key_create(&tc_key, threads_exit) == 0;
-	if (!tc_key_ok)
-		upg_warn("allocator: no pthread key: threads allocate "
-			 "without caches");
 	for (unsigned c = 0; c < UPG_NCLASS; c++) {
 		upg_class_size[c] = (uint32_t)class_size_of(c);
 		pick_slab(c);
-		class_cap[c] = cache_slots(upg_class_size[c]);
-		tc_slots += class_cap[c];
 	}
 	for (unsigned n = 0; n <= 1024; n += 16) {
 		unsigned c = 0;
@@ -135,6 +84,7 @@ static void classes_init(void)
 			c++;
 		upg_small_class[n / 16] = (uint8_t)c;
 	}
+	upg_tcache_init();
 }
 
 /* ------------------------------------------------------------------ */
@@ -267,8 +217,7 @@ static struct span *slab_put(struct upg_heap *h, struct upg_class *cl,
 	return s;
 }
 
-/* Give @n objects of class @c back to their slabs. */
-static void class_put(struct upg_heap *h, unsigned c, void **objs, unsigned n)
+void upg_class_put(struct upg_heap *h, unsigned c, void **objs, unsigned n)
 {
 	struct upg_class *cl = &h->cls[c];
 	struct span *release = NULL, *s;
@@ -289,204 +238,12 @@ static void class_put(struct upg_heap *h, unsigned c, void **objs, unsigned n)
 }
 
 /* ------------------------------------------------------------------ */
-/* Thread caches                                                       */
-/* ------------------------------------------------------------------ */
-
-static size_t tcache_bytes(void)
-{
-	return sizeof(struct upg_tcache) + tc_slots * sizeof(void *);
-}
-
-/* Caches lock held. */
-static void heap_link(struct upg_heap *h, struct upg_tcache *tc)
-{
-	atomic_store_explicit(&tc->h, h, memory_order_relaxed);
-	tc->hprev = NULL;
-	tc->hnext = h->tcaches;
-	if (tc->hnext)
-		tc->hnext->hprev = tc;
-	h->tcaches = tc;
-}
-
-/* Caches lock held; @tc is on @h's list. */
-static void heap_unlink(struct upg_heap *h, struct upg_tcache *tc)
-{
-	if (tc->hprev)
-		tc->hprev->hnext = tc->hnext;
-	else
-		h->tcaches = tc->hnext;
-	if (tc->hnext)
-		tc->hnext->hprev = tc->hprev;
-	atomic_store_explicit(&tc->h, NULL, memory_order_relaxed);
-}
-
-/* A cache for @h, on its list and the caller's. */
-static struct upg_tcache *tcache_new(struct upg_heap *h)
-{
-	struct upg_tcache *tc;
-	void **slot;
-
-	pthread_mutex_lock(&tc_lock);
-	tc = tc_spare;
-	if (tc) {
-		tc_spare = tc->tnext;
-		tc_nspare--;
-	}
-	pthread_mutex_unlock(&tc_lock);
-	if (!tc) {
-		tc = upg_map(tcache_bytes());
-		if (!tc)
-			return NULL;
-		pthread_mutex_lock(&tc_lock);
-		tc_nmapped++;
-		pthread_mutex_unlock(&tc_lock);
-	}
-	slot = tc->slots;
-	for (unsigned c = 0; c < UPG_NCLASS; c++) {
-		tc->bin[c] = (struct tbin){ 0, class_cap[c], slot };
-		slot += class_cap[c];
-	}
-	pthread_mutex_lock(&tc_lock);
-	heap_link(h, tc);
-	pthread_mutex_unlock(&tc_lock);
-	tc->tnext = tc_mine;
-	tc_mine = tc;
-	return tc;
-}
-
-/* Flush the oldest @n objects of bin @c. */
-static void tbin_flush(struct upg_heap *h, struct upg_tcache *tc, unsigned c,
-		       unsigned n)
-{
-	struct tbin *b = &tc->bin[c];
-
-	class_put(h, c, b->slot, n);
-	memmove(b->slot, b->slot + n, (b->n - n) * sizeof(void *));
-	b->n -= n;
-}
-
-static void tcache_flush(struct upg_heap *h, struct upg_tcache *tc)
-{
-	for (unsigned c = 0; c < UPG_NCLASS; c++)
-		if (tc->bin[c].n)
-			tbin_flush(h, tc, c, tc->bin[c].n);
-}
-
-/* Caches lock held; @tc is off every heap list and off the caller's. */
-static void spare_push(struct upg_tcache *tc)
-{
-	if (tc_last == tc)
-		tc_last = NULL;
-	if (upg_tc_default == tc)
-		upg_tc_default = NULL;
-	tc->tnext = tc_spare;
-	tc_spare = tc;
-	tc_nspare++;
-}
-
-/*
- * Give the caller's caches back: every one (@all: the thread is exiting;
- * live ones are flushed to their heaps first) or the orphans only. The
- * flush runs under the caches lock, so that the heap cannot be destroyed
- * meanwhile; it takes class and page locks after it (lock order).
- */
-static void tcache_recycle(bool all)
-{
-	struct upg_tcache **pp = &tc_mine, *tc;
-
-	pthread_mutex_lock(&tc_lock);
-	while ((tc = *pp)) {
-		struct upg_heap *h =
-			atomic_load_explicit(&tc->h, memory_order_relaxed);
-
-		if (h && !all) {
-			pp = &tc->tnext;
-			continue;
-		}
-		*pp = tc->tnext;
-		if (h) {
-			tcache_flush(h, tc);
-			heap_unlink(h, tc);
-		}
-		spare_push(tc);
-	}
-	pthread_mutex_unlock(&tc_lock);
-}
-
-/* tc_key's destructor: the thread is exiting. */
-static void threads_exit(void *arg)
-{
-	(void)arg;
-	tc_dead = true;
-	tcache_recycle(true);
-}
-
-/* Make sure the thread's exit is seen (tc_key set). */
-static bool tcache_keyed(void)
-{
-	int err;
-
-	if (likely(tc_keyed))
-		return true;
-	if (!tc_key_ok)
-		return false;
-	tc_setup = true; /* a nested allocation here goes uncached */
-	err = pthread_setspecific(tc_key, (void *)1);
-	tc_setup = false;
-	tc_keyed = !err;
-	return tc_keyed;
-}
-
-static struct upg_tcache *tcache_slow(struct upg_heap *h)
-{
-	struct upg_tcache *tc;
-	bool orphans = false;
-
-	if (tc_dead || tc_setup)
-		return NULL;
-	for (tc = tc_mine; tc; tc = tc->tnext) {
-		struct upg_heap *th =
-			atomic_load_explicit(&tc->h, memory_order_relaxed);
-
-		if (th == h)
-			break;
-		orphans |= !th;
-	}
-	if (orphans)
-		tcache_recycle(false);
-	if (!tc && (!tcache_keyed() || !(tc = tcache_new(h))))
-		return NULL;
-	tc_last = tc;
-	if (h == upg_dheap_get())
-		upg_tc_default = tc;
-	return tc;
-}
-
-static inline struct upg_tcache *tcache_get(struct upg_heap *h)
-{
-	struct upg_tcache *tc = tc_last;
-
-	if (likely(tc) &&
-	    likely(atomic_load_explicit(&tc->h, memory_order_relaxed) == h))
-		return tc;
-	return tcache_slow(h);
-}
-
-void upg_tcache_count(size_t *mapped, size_t *spare)
-{
-	pthread_mutex_lock(&tc_lock);
-	*mapped = tc_nmapped;
-	*spare = tc_nspare;
-	pthread_mutex_unlock(&tc_lock);
-}
-
-/* ------------------------------------------------------------------ */
 /* Small and large blocks                                              */
 /* ------------------------------------------------------------------ */
 
 static void *small_alloc(struct upg_heap *h, unsigned c)
 {
-	struct upg_tcache *tc = tcache_get(h);
+	struct upg_tcache *tc = upg_tcache_get(h);
 	struct tbin *b;
 	void *p;
 
@@ -502,16 +259,16 @@ static void *small_alloc(struct upg_heap *h, unsigned c)
 /* Free @p, in a page of a class @c slab (checked when it reaches it). */
 static void small_free(struct upg_heap *h, unsigned c, void *p)
 {
-	struct upg_tcache *tc = tcache_get(h);
+	struct upg_tcache *tc = upg_tcache_get(h);
 	struct tbin *b;
 
 	if (unlikely(!tc)) {
-		class_put(h, c, &p, 1);
+		upg_class_put(h, c, &p, 1);
 		return;
 	}
 	b = &tc->bin[c];
 	if (unlikely(b->n == b->cap))
-		tbin_flush(h, tc, c, b->cap / 2);
+		upg_tbin_flush(h, tc, c, b->cap / 2);
 	b->slot[b->n++] = p;
 }
 
@@ -775,21 +532,6 @@ int upg_heap_create(struct upg *u, size_t reserve, struct upg_heap **out)
 	return 0;
 }
 
-/*
- * Other threads' caches become orphans, which their owners recycle
- * (alloc.h); the blocks in them are dropped with the heap. A thread that
- * exits meanwhile flushes under the caches lock, so it finishes before
- * or finds its cache orphaned.
- */
-static void orphan_caches(struct upg_heap *h)
-{
-	pthread_mutex_lock(&tc_lock);
-	while (h->tcaches)
-		heap_unlink(h, h->tcaches);
-	pthread_mutex_unlock(&tc_lock);
-	tcache_recycle(false); /* the caller's own */
-}
-
 void upg_heap_destroy(struct upg_heap *h)
 {
 	struct upg_heap **pp;
@@ -802,7 +544,7 @@ void upg_heap_destroy(struct upg_heap *h)
 	if (*pp)
 		*pp = h->next_heap;
 	pthread_mutex_unlock(&heaps_lock);
-	orphan_caches(h);
+	upg_tcache_orphan(h);
 	if (h->base)
 		upg_release(h->u, (void *)h->base);
 	if (h->map)
@@ -827,10 +569,10 @@ void upg_heaps_destroy(struct upg *u)
 
 size_t upg_heap_trim(struct upg_heap *h)
 {
-	struct upg_tcache *tc = tcache_get(h);
+	struct upg_tcache *tc = upg_tcache_get(h);
 
 	if (tc)
-		tcache_flush(h, tc);
+		upg_tcache_flush(h, tc);
 	return upg_span_purge(h);
 }
 
@@ -888,7 +630,7 @@ static void fork_prepare(void)
 {
 	upg_front_fork_lock();
 	pthread_mutex_lock(&heaps_lock);
-	pthread_mutex_lock(&tc_lock);
+	upg_tcache_fork_lock();
 	for (struct upg_heap *h = heaps; h; h = h->next_heap)
 		heap_lock_all(h);
 }
@@ -897,7 +639,7 @@ static void fork_parent(void)
 {
 	for (struct upg_heap *h = heaps; h; h = h->next_heap)
 		heap_unlock_all(h);
-	pthread_mutex_unlock(&tc_lock);
+	upg_tcache_fork_unlock();
 	pthread_mutex_unlock(&heaps_lock);
 	upg_front_fork_unlock();
 }

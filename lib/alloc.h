@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The allocator's internals, shared by the page layer (alloc_page.c), the
- * slabs and thread caches (alloc.c), the bootstrap arena (boot.c) and the
- * preload shim (preload.c).
+ * slabs (alloc.c), the thread caches (alloc_cache.c), the bootstrap arena
+ * (boot.c), the default heap (alloc_default.c) and the preload shim
+ * (preload.c).
  *
  * A heap owns one managed region. Its pages are handed out as spans: slabs
  * of one size class, page runs (large blocks), free spans. Every span has a
@@ -14,9 +15,10 @@
  * 0 for every other page: free() finds a small block's class there without
  * reading a descriptor that other threads write.
  *
- * Lock order: heaps_lock -> caches lock (tc_lock, alloc.c) -> class lock
- * (struct upg_class.lock) -> page lock (heap->lock). A thread cache's bins
- * have no lock: only its thread touches them.
+ * Lock order: the default heap's init_lock (alloc_default.c) -> heaps_lock
+ * -> caches lock (tc_lock, alloc_cache.c) -> class lock (struct
+ * upg_class.lock) -> page lock (heap->lock). A thread cache's bins have no
+ * lock: only its thread touches them.
  */
 #ifndef UPG_ALLOC_H
 #define UPG_ALLOC_H
@@ -116,13 +118,8 @@ static inline unsigned upg_size_class(size_t n)
 }
 
 /*
- * Thread caches (alloc.c). One per thread and heap, on the thread's own
- * list and on the heap's list (both under the caches lock, except that the
- * owner walks its own list alone). upg_heap_destroy() orphans the caches
- * of other threads (@h set to NULL); each owner recycles its orphans on its
- * next slow path or at exit, so no thread ever reads a destroyed heap's
- * metadata through its cache. Cache memory is never unmapped, so a stale
- * pointer to one stays readable.
+ * Thread caches (alloc_cache.c, which describes their life cycle): one per
+ * thread and heap, on the thread's own list and on the heap's.
  */
 struct tbin {
 	uint32_t n, cap;
@@ -144,6 +141,32 @@ struct upg_tcache {
 
 /* The calling thread's cache for the default heap, NULL if none. */
 extern __thread struct upg_tcache *upg_tc_default UPG_TLS_IE;
+/* The cache it used last, for any heap (possibly an orphan), or NULL. */
+extern __thread struct upg_tcache *upg_tc_last UPG_TLS_IE;
+
+void upg_tcache_init(void); /* once, after the size classes */
+/* The caller's cache for @h, made if need be; NULL: go uncached. */
+struct upg_tcache *upg_tcache_slow(struct upg_heap *h);
+
+static inline struct upg_tcache *upg_tcache_get(struct upg_heap *h)
+{
+	struct upg_tcache *tc = upg_tc_last;
+
+	if (likely(tc) &&
+	    likely(atomic_load_explicit(&tc->h, memory_order_relaxed) == h))
+		return tc;
+	return upg_tcache_slow(h);
+}
+
+/* Flush the oldest @n blocks of bin @c, or every bin, to @h's slabs. */
+void upg_tbin_flush(struct upg_heap *h, struct upg_tcache *tc, unsigned c,
+		    unsigned n);
+void upg_tcache_flush(struct upg_heap *h, struct upg_tcache *tc);
+/* Orphan every cache of @h (upg_heap_destroy) and recycle the caller's. */
+void upg_tcache_orphan(struct upg_heap *h);
+/* fork(): the caches lock, taken and released around the fork. */
+void upg_tcache_fork_lock(void);
+void upg_tcache_fork_unlock(void);
 
 /* Whether @p lies in @h's region. */
 static inline bool upg_heap_has(const struct upg_heap *h, const void *p)
@@ -195,6 +218,9 @@ static inline bool upg_tc_free(struct upg_heap *h, void *p)
 	b->slot[b->n++] = p;
 	return true;
 }
+
+/* upg_class_put() - give @n blocks of class @c back to their slabs (alloc.c) */
+void upg_class_put(struct upg_heap *h, unsigned c, void **objs, unsigned n);
 
 /* Caches ever mapped and spare ones (tests: every cache comes back). */
 void upg_tcache_count(size_t *mapped, size_t *spare);
