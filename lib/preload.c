@@ -20,6 +20,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -289,6 +290,36 @@ EXPORT void *pvalloc(size_t size)
 	}
 	return alloc_aligned(UPG_PAGE_SIZE, (MAX(size, 1) + UPG_PAGE_SIZE - 1) &
 						    UPG_PAGE_MASK);
+}
+
+/*
+ * pthread_create() allocates the new thread's DTV (the table of its TLS
+ * blocks) with malloc, and glibc reuses it with the thread's stack. A fork
+ * child rebuilding its runtime starts its fault handlers on cached stacks
+ * of threads that the fork left behind, and pthread_create writes their
+ * DTVs before any handler runs: a DTV in an evicted page of managed memory
+ * hung redis's BGSAVE child there. So whatever thread creation allocates
+ * comes from the bootstrap arena (upg_internal_enter), never managed.
+ */
+typedef int (*create_fn)(pthread_t *, const pthread_attr_t *, void *(*)(void *),
+			 void *);
+
+EXPORT int pthread_create(pthread_t *t, const pthread_attr_t *attr,
+			  void *(*fn)(void *), void *arg)
+{
+	static _Atomic(create_fn) next;
+	create_fn create;
+	int err;
+
+	upg_internal_enter(); /* dlsym allocates too */
+	create = atomic_load_explicit(&next, memory_order_relaxed);
+	if (unlikely(!create)) {
+		create = (create_fn)dlsym(RTLD_NEXT, "pthread_create");
+		atomic_store_explicit(&next, create, memory_order_relaxed);
+	}
+	err = create ? create(t, attr, fn, arg) : EAGAIN;
+	upg_internal_leave();
+	return err;
 }
 
 void cfree(void *p); /* removed from glibc's headers, still exported */
