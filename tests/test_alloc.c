@@ -807,3 +807,44 @@ Test(alloc, fork_while_default_heap_is_created)
 	cr_assert_gt(early, 0, "no fork raced with the creation");
 	munmap(shared, PAGE);
 }
+
+/*
+ * free() finds a small block's class in the byte-per-page map: a slab's
+ * pages carry its class while it lives and lose it when the slab goes back
+ * to the page layer, so a page run later made of those pages is freed as
+ * one (a stale class would put it in a thread cache as a small block).
+ */
+Test(alloc, page_class_map_follows_slabs_and_runs)
+{
+	enum { N = 20000 };
+	struct upg *u;
+	struct upg_heap *h = t_heap(&u, 64 * MiB, NULL);
+	char **p = calloc(N, sizeof(*p));
+	char *lo = NULL, *hi = NULL, *big;
+	size_t classed = 0;
+	struct upg_heap_stats s;
+
+	for (int i = 0; i < N; i++) {
+		p[i] = upg_heap_malloc(h, 48);
+		cr_assert_eq(upg_page_class(h, p[i]), (int)upg_size_class(48));
+		lo = !lo || p[i] < lo ? p[i] : lo;
+		hi = !hi || p[i] > hi ? p[i] : hi;
+	}
+	for (int i = 0; i < N; i++)
+		upg_heap_free(h, p[i]);
+	upg_heap_trim(h); /* flush: every slab but one goes back */
+	for (char *a = lo; a <= hi; a += PAGE)
+		classed += upg_page_class(h, a) >= 0;
+	cr_assert_leq(classed, 8, "%zu pages still carry a class", classed);
+	big = upg_heap_malloc(h, 16 * PAGE); /* first fit: the old slabs */
+	cr_assert(big >= lo && big <= hi, "the run reuses the slabs' pages");
+	for (size_t k = 0; k < 16; k++)
+		cr_assert_lt(upg_page_class(h, big + k * PAGE), 0);
+	cr_assert_eq(upg_heap_usable_size(h, big), 16 * PAGE);
+	upg_heap_free(h, big);
+	upg_heap_stats_get(h, &s);
+	cr_assert_eq(s.invalid_frees, 0);
+	cr_assert_leq(s.active_bytes, 8 * PAGE, "the run was not freed");
+	free(p);
+	t_heap_done(u, h);
+}
