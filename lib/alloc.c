@@ -241,6 +241,23 @@ void upg_class_put(struct upg_heap *h, unsigned c, void **objs, unsigned n)
 /* Small and large blocks                                              */
 /* ------------------------------------------------------------------ */
 
+/*
+ * Reverse @n pointers. A refill takes blocks in address order and the
+ * cache hands them out from the top: reversed, they go out in address
+ * order, so the program touches a fresh slab's pages one after the other
+ * and the fault handlers see a sequential stream (fault-around) rather
+ * than a page at a time backwards.
+ */
+static void reverse(void **v, unsigned n)
+{
+	for (unsigned i = 0; i < n / 2; i++) {
+		void *t = v[i];
+
+		v[i] = v[n - 1 - i];
+		v[n - 1 - i] = t;
+	}
+}
+
 static void *small_alloc(struct upg_heap *h, unsigned c)
 {
 	struct upg_tcache *tc = upg_tcache_get(h);
@@ -253,6 +270,7 @@ static void *small_alloc(struct upg_heap *h, unsigned c)
 	if (likely(b->n))
 		return b->slot[--b->n];
 	b->n = class_take(h, c, b->slot, b->cap / 2);
+	reverse(b->slot, b->n);
 	return b->n ? b->slot[--b->n] : NULL;
 }
 

@@ -848,3 +848,25 @@ Test(alloc, page_class_map_follows_slabs_and_runs)
 	free(p);
 	t_heap_done(u, h);
 }
+
+/*
+ * A thread's successive blocks of a class come out of fresh slabs in
+ * address order, so that the program's first touches of new pages form a
+ * sequential stream that fault-around serves several pages at a time.
+ */
+Test(alloc, fresh_blocks_come_out_in_address_order)
+{
+	enum { N = 1000 };
+	struct upg *u;
+	struct upg_heap *h = t_heap(&u, 64 * MiB, NULL);
+	char *prev = upg_heap_malloc(h, 100), *p;
+	unsigned up = 0;
+
+	for (int i = 0; i < N; i++, prev = p) {
+		p = upg_heap_malloc(h, 100);
+		up += p > prev;
+	}
+	/* Only a jump back to the next refill's start may go down. */
+	cr_assert_geq(up, N * 9 / 10, "%u of %d steps went up", up, N);
+	t_heap_done(u, h);
+}
