@@ -255,8 +255,8 @@ void upg_tcache_count(size_t *mapped, size_t *spare)
 }
 
 /*
- * Other threads' caches become orphans, which their owners recycle
- * (alloc.h); the blocks in them are dropped with the heap. A thread that
+ * Other threads' caches become orphans, which their owners recycle (see
+ * the top of this file); the blocks in them are dropped with the heap. A thread that
  * exits meanwhile flushes under the caches lock, so it finishes before
  * or finds its cache orphaned.
  */
