@@ -115,10 +115,14 @@ for bench, budget in keys:
     if not by["glibc"] or not by["upager"]:
         continue
     g, u = statistics.median(by["glibc"]), statistics.median(by["upager"])
+    # Runs alternate, so run i of each mode saw the same machine load:
+    # the median of the pairs' ratios is steadier than the ratio of the
+    # medians when the load drifts during the run.
+    pair = statistics.median(b / a for a, b in zip(by["glibc"], by["upager"]))
     f = [r for r in rows if (r["bench"], r["budget"], r["mode"]) ==
          (bench, budget, "upager")][-1]
     print(f"{bench:14s} budget {budget:4s} glibc {g:12.0f}/s  upager "
-          f"{u:12.0f}/s  ratio {u / g:5.2f}  faults zero "
+          f"{u:12.0f}/s  ratio {u / g:5.2f} (pairs {pair:5.2f})  faults zero "
           f"{f.get('fault_zero', '-')} pool {f.get('fault_pool', '-')} "
           f"evicted {f.get('evict_pages', '-')}")
 PY

@@ -128,7 +128,9 @@ UPG_API int upg_create(const struct upg_params *p, struct upg **out);
  * upg_destroy() - stop the runtime and release every region it owns
  * @u: runtime, or NULL
  *
- * No thread may touch managed memory of @u during or after this call.
+ * Heaps over @u that are still alive are destroyed with it, as by
+ * upg_heap_destroy(). No thread may touch managed memory of @u during or
+ * after this call.
  */
 UPG_API void upg_destroy(struct upg *u);
 

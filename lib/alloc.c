@@ -8,15 +8,11 @@
  * pointers, both outside managed memory. So free() never faults an evicted
  * page in, and a fully free slab goes back to the page layer untouched.
  *
- * Thread caches: one per thread and heap, found through a thread-local
- * "last used" pointer (the fast path) or the heap's pthread key, whose
- * destructor flushes the cache when the thread exits. No lock on the fast
- * path; a cache refills or flushes half its capacity under the class lock.
- * After its caches are flushed an exiting thread allocates uncached.
+ * Thread caches (alloc_cache.c) sit in front of the slabs: a malloc pops
+ * a pointer from the caller's cache and a free pushes one, with no lock;
+ * a bin refills or flushes half its capacity under its class lock.
  *
- * Locking: see alloc.h. fork(): a handler registered after the first
- * heap's runtime takes every allocator lock before fork and releases them
- * in both processes, so no lock is held across fork.
+ * Locking: see alloc.h. fork(): see the section at the end.
  */
 #include <errno.h>
 #include <string.h>
@@ -25,40 +21,15 @@
 #include "front.h"
 #include "runtime.h"
 
-uint32_t upg_class_size[UPG_NCLASS];
+/* Read on every malloc: on cache lines that nothing writes after init. */
+uint32_t upg_class_size[UPG_NCLASS] __attribute__((aligned(UPG_CACHELINE)));
+uint8_t upg_small_class[1024 / 16 + 1] __attribute__((aligned(UPG_CACHELINE)));
 static uint16_t class_pages[UPG_NCLASS];
 static uint16_t class_objs[UPG_NCLASS];
-static uint16_t class_cap[UPG_NCLASS]; /* thread cache slots */
-static size_t tc_slots;
-static uint8_t small_class[1024 / 16 + 1]; /* class of n <= 1024 */
 static pthread_once_t class_once = PTHREAD_ONCE_INIT;
-
-struct tbin {
-	uint32_t n, cap;
-	void **slot;
-};
-
-struct upg_tcache {
-	struct upg_heap *h;
-	uint64_t heap_id;
-	struct upg_tcache *next; /* spare list */
-	struct tbin bin[UPG_NCLASS];
-	void *slots[];
-};
-
-#define IE __attribute__((tls_model("initial-exec")))
-static __thread struct upg_tcache *tc_last IE;
-static __thread bool tc_dead IE;  /* exiting: caches flushed */
-static __thread bool tc_setup IE; /* pthread_setspecific may allocate */
-
-/* Spare thread caches, never unmapped: a stale tc_last stays readable. */
-static pthread_mutex_t tc_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct upg_tcache *tc_spare;
 
 static pthread_mutex_t heaps_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct upg_heap *heaps;
-static _Atomic uint64_t heap_ids;
-static atomic_bool atfork_done;
 
 /* ------------------------------------------------------------------ */
 /* Size classes                                                        */
@@ -105,28 +76,15 @@ static void classes_init(void)
 	for (unsigned c = 0; c < UPG_NCLASS; c++) {
 		upg_class_size[c] = (uint32_t)class_size_of(c);
 		pick_slab(c);
-		class_cap[c] = upg_class_size[c] <= 512	   ? 64
-			       : upg_class_size[c] <= 4096 ? 32
-							   : 8;
-		tc_slots += class_cap[c];
 	}
 	for (unsigned n = 0; n <= 1024; n += 16) {
 		unsigned c = 0;
 
 		while (upg_class_size[c] < n)
 			c++;
-		small_class[n / 16] = (uint8_t)c;
+		upg_small_class[n / 16] = (uint8_t)c;
 	}
-}
-
-unsigned upg_size_class(size_t n)
-{
-	unsigned k;
-
-	if (n <= 1024)
-		return small_class[(n + 15) / 16];
-	k = 63 - (unsigned)__builtin_clzl(n - 1); /* 2^k < n <= 2^(k+1) */
-	return 8 + (k - 7) * 4 + (unsigned)((n - 1 - (1UL << k)) >> (k - 2));
+	upg_tcache_init();
 }
 
 /* ------------------------------------------------------------------ */
@@ -162,6 +120,8 @@ static struct span *slab_new(struct upg_heap *h, unsigned c)
 	if (!s)
 		return NULL;
 	s->cls = (uint8_t)c;
+	/* Ours until freed: nobody else writes these bytes meanwhile. */
+	memset(h->pcls + page_index(h, s->start), (int)c + 1, class_pages[c]);
 	s->nobjs = s->nfree = (uint16_t)n;
 	memset(s->bits, 0, sizeof(s->bits));
 	for (unsigned w = 0; w < n / 64; w++)
@@ -230,9 +190,15 @@ static void invalid_free(struct upg_heap *h, const void *p, const char *why)
 static struct span *slab_put(struct upg_heap *h, struct upg_class *cl,
 			     struct span *s, void *p)
 {
-	size_t size = upg_class_size[s->cls], off = (uintptr_t)p - s->start;
-	size_t i = off / size;
+	size_t size, off, i;
 
+	if (!s || s->kind != SPAN_SLAB || &h->cls[s->cls] != cl) {
+		invalid_free(h, p, "not an allocated block");
+		return NULL;
+	}
+	size = upg_class_size[s->cls];
+	off = (uintptr_t)p - s->start;
+	i = off / size;
 	if (off % size || (s->bits[i / 64] >> (i % 64)) & 1) {
 		invalid_free(h, p, off % size ? "not a block" : "double free");
 		return NULL;
@@ -247,11 +213,11 @@ static struct span *slab_put(struct upg_heap *h, struct upg_class *cl,
 		return NULL;
 	}
 	partial_remove(cl, s);
+	memset(h->pcls + page_index(h, s->start), 0, s->npages);
 	return s;
 }
 
-/* Give @n objects of class @c back to their slabs. */
-static void class_put(struct upg_heap *h, unsigned c, void **objs, unsigned n)
+void upg_class_put(struct upg_heap *h, unsigned c, void **objs, unsigned n)
 {
 	struct upg_class *cl = &h->cls[c];
 	struct span *release = NULL, *s;
@@ -272,114 +238,29 @@ static void class_put(struct upg_heap *h, unsigned c, void **objs, unsigned n)
 }
 
 /* ------------------------------------------------------------------ */
-/* Thread caches                                                       */
-/* ------------------------------------------------------------------ */
-
-static size_t tcache_bytes(void)
-{
-	return sizeof(struct upg_tcache) + tc_slots * sizeof(void *);
-}
-
-static struct upg_tcache *tcache_new(struct upg_heap *h)
-{
-	struct upg_tcache *tc;
-	void **slot;
-
-	pthread_mutex_lock(&tc_lock);
-	tc = tc_spare;
-	if (tc)
-		tc_spare = tc->next;
-	pthread_mutex_unlock(&tc_lock);
-	if (!tc && !(tc = upg_map(tcache_bytes())))
-		return NULL;
-	tc->h = h;
-	tc->heap_id = h->id;
-	slot = tc->slots;
-	for (unsigned c = 0; c < UPG_NCLASS; c++) {
-		tc->bin[c] = (struct tbin){ 0, class_cap[c], slot };
-		slot += class_cap[c];
-	}
-	return tc;
-}
-
-/* Flush the oldest @n objects of bin @c. */
-static void tbin_flush(struct upg_tcache *tc, unsigned c, unsigned n)
-{
-	struct tbin *b = &tc->bin[c];
-
-	class_put(tc->h, c, b->slot, n);
-	memmove(b->slot, b->slot + n, (b->n - n) * sizeof(void *));
-	b->n -= n;
-}
-
-static void tcache_flush(struct upg_tcache *tc)
-{
-	for (unsigned c = 0; c < UPG_NCLASS; c++)
-		if (tc->bin[c].n)
-			tbin_flush(tc, c, tc->bin[c].n);
-}
-
-static void tcache_release(struct upg_tcache *tc)
-{
-	if (tc_last == tc)
-		tc_last = NULL;
-	tc->h = NULL;
-	tc->heap_id = 0;
-	pthread_mutex_lock(&tc_lock);
-	tc->next = tc_spare;
-	tc_spare = tc;
-	pthread_mutex_unlock(&tc_lock);
-}
-
-/* pthread key destructor: the thread is exiting. */
-static void tcache_exit(void *arg)
-{
-	struct upg_tcache *tc = arg;
-
-	tc_dead = true;
-	tcache_flush(tc);
-	tcache_release(tc);
-}
-
-static struct upg_tcache *tcache_slow(struct upg_heap *h)
-{
-	struct upg_tcache *tc;
-
-	if (tc_dead || tc_setup || !h->key_ok)
-		return NULL;
-	tc = pthread_getspecific(h->key);
-	if (!tc) {
-		tc = tcache_new(h);
-		if (!tc)
-			return NULL;
-		tc_setup = true;
-		if (pthread_setspecific(h->key, tc)) {
-			tc_setup = false;
-			tcache_release(tc);
-			return NULL;
-		}
-		tc_setup = false;
-	}
-	tc_last = tc;
-	return tc;
-}
-
-static inline struct upg_tcache *tcache_get(struct upg_heap *h)
-{
-	struct upg_tcache *tc = tc_last;
-
-	if (likely(tc && tc->h == h && tc->heap_id == h->id))
-		return tc;
-	return tcache_slow(h);
-}
-
-/* ------------------------------------------------------------------ */
 /* Small and large blocks                                              */
 /* ------------------------------------------------------------------ */
 
+/*
+ * Reverse @n pointers. A refill takes blocks in address order and the
+ * cache hands them out from the top: reversed, they go out in address
+ * order, so the program touches a fresh slab's pages one after the other
+ * and the fault handlers see a sequential stream (fault-around) rather
+ * than a page at a time backwards.
+ */
+static void reverse(void **v, unsigned n)
+{
+	for (unsigned i = 0; i < n / 2; i++) {
+		void *t = v[i];
+
+		v[i] = v[n - 1 - i];
+		v[n - 1 - i] = t;
+	}
+}
+
 static void *small_alloc(struct upg_heap *h, unsigned c)
 {
-	struct upg_tcache *tc = tcache_get(h);
+	struct upg_tcache *tc = upg_tcache_get(h);
 	struct tbin *b;
 	void *p;
 
@@ -389,21 +270,23 @@ static void *small_alloc(struct upg_heap *h, unsigned c)
 	if (likely(b->n))
 		return b->slot[--b->n];
 	b->n = class_take(h, c, b->slot, b->cap / 2);
+	reverse(b->slot, b->n);
 	return b->n ? b->slot[--b->n] : NULL;
 }
 
-static void small_free(struct upg_heap *h, struct span *s, void *p)
+/* Free @p, in a page of a class @c slab (checked when it reaches it). */
+static void small_free(struct upg_heap *h, unsigned c, void *p)
 {
-	struct upg_tcache *tc = tcache_get(h);
+	struct upg_tcache *tc = upg_tcache_get(h);
 	struct tbin *b;
 
 	if (unlikely(!tc)) {
-		class_put(h, s->cls, &p, 1);
+		upg_class_put(h, c, &p, 1);
 		return;
 	}
-	b = &tc->bin[s->cls];
+	b = &tc->bin[c];
 	if (unlikely(b->n == b->cap))
-		tbin_flush(tc, s->cls, b->cap / 2);
+		upg_tbin_flush(h, tc, c, b->cap / 2);
 	b->slot[b->n++] = p;
 }
 
@@ -486,12 +369,11 @@ void *upg_heap_aligned_alloc(struct upg_heap *h, size_t align, size_t size)
 	return p;
 }
 
+/* The page run starting at @p (in @h, not in a slab page), or NULL. */
 static struct span *checked_span(struct upg_heap *h, const void *p)
 {
 	struct span *s = span_of(h, p);
 
-	if (s && s->kind == SPAN_SLAB)
-		return s;
 	if (s && s->kind == SPAN_LARGE && s->start == (uintptr_t)p)
 		return s;
 	invalid_free(h, p, "not an allocated block");
@@ -501,27 +383,36 @@ static struct span *checked_span(struct upg_heap *h, const void *p)
 void upg_heap_free(struct upg_heap *h, void *p)
 {
 	struct span *s;
+	int c;
 
 	if (!p)
 		return;
-	s = checked_span(h, p);
-	if (!s)
+	if (unlikely(!upg_heap_has(h, p))) {
+		invalid_free(h, p, "not in this heap");
 		return;
-	if (likely(s->kind == SPAN_SLAB))
-		small_free(h, s, p);
-	else
+	}
+	c = upg_page_class(h, p);
+	if (likely(c >= 0)) {
+		small_free(h, (unsigned)c, p);
+		return;
+	}
+	s = checked_span(h, p);
+	if (s)
 		upg_span_free(h, s);
 }
 
 size_t upg_heap_usable_size(struct upg_heap *h, const void *p)
 {
 	struct span *s;
+	int c;
 
-	if (!p || !(s = checked_span(h, p)))
+	if (!p || !upg_heap_has(h, p))
 		return 0;
-	if (s->kind == SPAN_SLAB)
-		return upg_class_size[s->cls];
-	return (size_t)s->npages << UPG_PAGE_SHIFT;
+	c = upg_page_class(h, p);
+	if (likely(c >= 0))
+		return upg_class_size[c];
+	s = checked_span(h, p);
+	return s ? (size_t)s->npages << UPG_PAGE_SHIFT : 0;
 }
 
 /* Resize a page run in place; Return: true if @p now holds @size bytes. */
@@ -539,32 +430,39 @@ static bool large_resize(struct upg_heap *h, struct span *s, size_t size,
 	return true;
 }
 
-/* Whether @p (in @s) can hold @size bytes without moving. */
-static bool fits_in_place(struct upg_heap *h, struct span *s, size_t size)
+/* A page run's size, or 0 (reported) if @p does not start one. */
+static size_t large_size(struct upg_heap *h, void *p, size_t size,
+			 bool *in_place)
 {
-	if (s->kind == SPAN_SLAB)
-		return size <= UPG_SMALL_MAX && upg_size_class(size) == s->cls;
-	if (size <= UPG_SMALL_MAX)
-		return false; /* move down to a slab */
-	return large_resize(h, s, size, false);
+	struct span *s = checked_span(h, p);
+
+	if (!s)
+		return 0;
+	/* A block that shrinks to a small size moves down to a slab. */
+	*in_place = size > UPG_SMALL_MAX && large_resize(h, s, size, false);
+	return (size_t)s->npages << UPG_PAGE_SHIFT;
 }
 
 void *upg_heap_realloc(struct upg_heap *h, void *p, size_t size)
 {
-	struct span *s;
+	bool in_place = false;
 	size_t old;
+	int c;
 	void *q;
 
 	if (!p)
 		return upg_heap_malloc(h, size);
-	s = checked_span(h, p);
-	if (!s) {
+	c = upg_heap_has(h, p) ? upg_page_class(h, p) : -1;
+	if (c >= 0) {
+		old = upg_class_size[c];
+		in_place = size <= UPG_SMALL_MAX &&
+			   upg_size_class(size) == (unsigned)c;
+	} else if (!(old = large_size(h, p, size, &in_place))) {
 		errno = EINVAL;
 		return NULL;
 	}
-	if (fits_in_place(h, s, size))
+	if (in_place)
 		return p;
-	old = upg_heap_usable_size(h, p);
 	q = upg_heap_malloc(h, size);
 	if (!q)
 		return NULL;
@@ -576,9 +474,12 @@ void *upg_heap_realloc(struct upg_heap *h, void *p, size_t size)
 size_t upg_heap_resize_in_place(struct upg_heap *h, void *p, size_t size,
 				bool zero)
 {
-	struct span *s = checked_span(h, p);
+	struct span *s;
 
-	if (s && s->kind == SPAN_LARGE && size > UPG_SMALL_MAX)
+	if (upg_page_class(h, p) >= 0)
+		return upg_heap_usable_size(h, p);
+	s = checked_span(h, p);
+	if (s && size > UPG_SMALL_MAX)
 		large_resize(h, s, size, zero);
 	return upg_heap_usable_size(h, p);
 }
@@ -589,7 +490,7 @@ size_t upg_heap_resize_in_place(struct upg_heap *h, void *p, size_t size,
 
 bool upg_heap_owns(const struct upg_heap *h, const void *p)
 {
-	return (uintptr_t)p >= h->base && (uintptr_t)p < h->end;
+	return upg_heap_has(h, p);
 }
 
 struct upg *upg_heap_runtime(struct upg_heap *h)
@@ -612,7 +513,6 @@ static int heap_init(struct upg_heap *h, struct upg *u, size_t reserve)
 	int err;
 
 	h->u = u;
-	h->id = atomic_fetch_add(&heap_ids, 1) + 1;
 	h->dirty_max = dirty_limit(u);
 	for (unsigned c = 0; c < UPG_NCLASS; c++)
 		if (pthread_mutex_init(&h->cls[c].lock, NULL))
@@ -624,11 +524,7 @@ static int heap_init(struct upg_heap *h, struct upg *u, size_t reserve)
 	h->end = h->base +
 		 (((reserve ? reserve : u->p.reserve) + UPG_PAGE_SIZE - 1) &
 		  UPG_PAGE_MASK);
-	err = upg_page_init(h);
-	if (err)
-		return err;
-	h->key_ok = pthread_key_create(&h->key, tcache_exit) == 0;
-	return 0;
+	return upg_page_init(h);
 }
 
 int upg_heap_create(struct upg *u, size_t reserve, struct upg_heap **out)
@@ -636,6 +532,7 @@ int upg_heap_create(struct upg *u, size_t reserve, struct upg_heap **out)
 	struct upg_heap *h;
 	int err;
 
+	upg_alloc_atfork_register();
 	pthread_once(&class_once, classes_init);
 	h = upg_map(sizeof(*h));
 	if (!h)
@@ -649,7 +546,6 @@ int upg_heap_create(struct upg *u, size_t reserve, struct upg_heap **out)
 	h->next_heap = heaps;
 	heaps = h;
 	pthread_mutex_unlock(&heaps_lock);
-	upg_heap_atfork_register();
 	*out = h;
 	return 0;
 }
@@ -666,13 +562,7 @@ void upg_heap_destroy(struct upg_heap *h)
 	if (*pp)
 		*pp = h->next_heap;
 	pthread_mutex_unlock(&heaps_lock);
-	if (h->key_ok) {
-		struct upg_tcache *tc = pthread_getspecific(h->key);
-
-		if (tc)
-			tcache_release(tc);
-		pthread_key_delete(h->key);
-	}
+	upg_tcache_orphan(h);
 	if (h->base)
 		upg_release(h->u, (void *)h->base);
 	if (h->map)
@@ -682,12 +572,25 @@ void upg_heap_destroy(struct upg_heap *h)
 	upg_unmap(h, sizeof(*h));
 }
 
+void upg_heaps_destroy(struct upg *u)
+{
+	struct upg_heap *h;
+
+	do {
+		pthread_mutex_lock(&heaps_lock);
+		for (h = heaps; h && h->u != u; h = h->next_heap)
+			;
+		pthread_mutex_unlock(&heaps_lock);
+		upg_heap_destroy(h);
+	} while (h);
+}
+
 size_t upg_heap_trim(struct upg_heap *h)
 {
-	struct upg_tcache *tc = tcache_get(h);
+	struct upg_tcache *tc = upg_tcache_get(h);
 
 	if (tc)
-		tcache_flush(tc);
+		upg_tcache_flush(h, tc);
 	return upg_span_purge(h);
 }
 
@@ -709,14 +612,32 @@ void upg_heap_stats_get(struct upg_heap *h, struct upg_heap_stats *s)
 /* fork()                                                              */
 /* ------------------------------------------------------------------ */
 
-void upg_heap_lock_all(struct upg_heap *h)
+/*
+ * No allocator lock may be held by another thread at fork: the child has
+ * only the forking thread, and its first malloc would wait forever. So the
+ * prepare handler takes every allocator lock in lock order, starting with
+ * the default heap's creation lock (a fork during that creation waits for
+ * it to finish: the child then finds the heap up), and the parent and
+ * child handlers release them.
+ *
+ * pthread_atfork runs prepare handlers in reverse order of registration
+ * and the others in order. The runtime's handlers are registered first
+ * (upg_alloc_atfork_register), so the allocator takes its locks before the
+ * runtime quiesces its threads (a thread holding a class lock may be
+ * waiting for a handler, never the reverse), and in the child the runtime
+ * is rebuilt before the allocator unlocks. Both are registered before any
+ * heap exists (a constructor, or the first heap): a fork during creation
+ * finds them in place.
+ */
+
+static void heap_lock_all(struct upg_heap *h)
 {
 	for (unsigned c = 0; c < UPG_NCLASS; c++)
 		pthread_mutex_lock(&h->cls[c].lock);
 	pthread_mutex_lock(&h->lock);
 }
 
-void upg_heap_unlock_all(struct upg_heap *h)
+static void heap_unlock_all(struct upg_heap *h)
 {
 	pthread_mutex_unlock(&h->lock);
 	for (unsigned c = UPG_NCLASS; c-- > 0;)
@@ -725,24 +646,27 @@ void upg_heap_unlock_all(struct upg_heap *h)
 
 static void fork_prepare(void)
 {
+	upg_front_fork_lock();
 	pthread_mutex_lock(&heaps_lock);
+	upg_tcache_fork_lock();
 	for (struct upg_heap *h = heaps; h; h = h->next_heap)
-		upg_heap_lock_all(h);
-	pthread_mutex_lock(&tc_lock);
+		heap_lock_all(h);
 }
 
 static void fork_parent(void)
 {
-	pthread_mutex_unlock(&tc_lock);
 	for (struct upg_heap *h = heaps; h; h = h->next_heap)
-		upg_heap_unlock_all(h);
+		heap_unlock_all(h);
+	upg_tcache_fork_unlock();
 	pthread_mutex_unlock(&heaps_lock);
+	upg_front_fork_unlock();
 }
 
 /*
- * The child has only the forking thread, which owns every lock: unlocking
- * is valid. A purge another thread had under way never finishes here: its
- * spans stay out of use (a leak, not a corruption), and purging resumes.
+ * The forking thread owns every lock: unlocking is valid. A purge another
+ * thread had under way never finishes here: its spans stay out of use (a
+ * leak, not a corruption), and purging resumes. So do the blocks in other
+ * threads' caches.
  */
 static void fork_child(void)
 {
@@ -751,17 +675,19 @@ static void fork_child(void)
 	fork_parent();
 }
 
-/*
- * Registered once, after the first heap's runtime exists: pthread_atfork
- * runs prepare handlers in reverse order of registration, so the allocator
- * takes its locks before the runtime quiesces its threads, and in the child
- * the runtime is rebuilt before the allocator unlocks.
- */
-void upg_heap_atfork_register(void)
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void atfork_install(void)
 {
-	if (atomic_exchange(&atfork_done, true))
-		return;
+	upg_internal_enter(); /* pthread_atfork allocates: from the arena */
+	upg_runtime_atfork_register();
 	if (pthread_atfork(fork_prepare, fork_parent, fork_child))
 		upg_warn("allocator: pthread_atfork failed: a fork() child "
 			 "may deadlock in malloc");
+	upg_internal_leave();
+}
+
+void upg_alloc_atfork_register(void)
+{
+	pthread_once(&atfork_once, atfork_install);
 }

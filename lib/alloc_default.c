@@ -9,7 +9,9 @@
  * the thread creating the heap, whose upg_create() allocates through
  * pthread_create), or nowhere (the heap could not be created). Threads
  * that arrive during creation wait on init_lock, which the creating
- * thread never needs again: its nested allocations go to the arena.
+ * thread never needs again: its nested allocations go to the arena. A
+ * fork() waits for it too (alloc.c, "fork()"): a child never inherits a
+ * creation half done.
  */
 #include <errno.h>
 #include <string.h>
@@ -22,6 +24,7 @@ enum { DH_NONE, DH_READY, DH_FAILED };
 
 static _Atomic int dstate;
 static struct upg_heap *dheap;
+struct upg_heap *_Atomic upg_dheap;
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static __thread bool in_init __attribute__((tls_model("initial-exec")));
 static char init_error[256];
@@ -72,6 +75,7 @@ static enum upg_front init_default(void)
 {
 	enum upg_front f = UPG_FRONT_HEAP;
 
+	upg_alloc_atfork_register(); /* before the creation can start */
 	pthread_mutex_lock(&init_lock);
 	if (atomic_load(&dstate) == DH_NONE) {
 		struct upg_heap *h = NULL;
@@ -86,6 +90,7 @@ static enum upg_front init_default(void)
 			f = UPG_FRONT_FAILED_NOW;
 		}
 		dheap = h;
+		atomic_store_explicit(&upg_dheap, h, memory_order_release);
 		atomic_store_explicit(&dstate, err ? DH_FAILED : DH_READY,
 				      memory_order_release);
 	} else if (atomic_load(&dstate) == DH_FAILED) {
@@ -115,18 +120,27 @@ enum upg_front upg_front(struct upg_heap **h)
 {
 	if (likely(atomic_load_explicit(&dstate, memory_order_acquire) ==
 		   DH_READY) &&
-	    likely(!upg_internal_thread())) {
+	    likely(!upg_internal_depth)) {
 		*h = dheap;
 		return UPG_FRONT_HEAP;
 	}
 	return upg_front_slow(h);
 }
 
-struct upg_heap *upg_front_heap_if_ready(void)
+void upg_front_fork_lock(void)
 {
-	return atomic_load_explicit(&dstate, memory_order_acquire) == DH_READY
-		       ? dheap
-		       : NULL;
+	pthread_mutex_lock(&init_lock);
+}
+
+void upg_front_fork_unlock(void)
+{
+	pthread_mutex_unlock(&init_lock);
+}
+
+/* The fork handlers in place before any thread can start a creation. */
+__attribute__((constructor)) static void front_init(void)
+{
+	upg_alloc_atfork_register();
 }
 
 const char *upg_front_error(void)
@@ -157,7 +171,10 @@ static void *unavailable(void)
 void *upg_malloc(size_t size)
 {
 	struct upg_heap *h;
+	void *p = upg_tc_malloc(size);
 
+	if (likely(p))
+		return p;
 	switch (upg_front(&h)) {
 	case UPG_FRONT_HEAP:
 		return upg_heap_malloc(h, size);
@@ -246,11 +263,15 @@ void upg_free(void *p)
 {
 	struct upg_heap *dh = upg_front_heap_if_ready();
 
+	if (likely(dh && upg_heap_has(dh, p))) {
+		if (likely(upg_tc_free(dh, p)))
+			return;
+		upg_heap_free(dh, p);
+		return;
+	}
 	if (!p)
 		return;
-	if (dh && upg_heap_owns(dh, p))
-		upg_heap_free(dh, p);
-	else if (upg_boot_owns(p))
+	if (upg_boot_owns(p))
 		upg_boot_free(p);
 	else
 		upg_err("upg_free(%p): not allocated by upg_malloc", p);

@@ -433,7 +433,8 @@ int upg_page_init(struct upg_heap *h)
 	size_t npages = (h->end - h->base) >> UPG_PAGE_SHIFT;
 
 	h->map = upg_map(npages * sizeof(*h->map));
-	if (!h->map)
+	h->pcls = upg_map(npages);
+	if (!h->map || !h->pcls)
 		return -ENOMEM;
 	h->top = h->base;
 	return pthread_mutex_init(&h->lock, NULL) ? -ENOMEM : 0;
@@ -450,5 +451,7 @@ void upg_page_fini(struct upg_heap *h)
 		upg_unmap(c, DESC_CHUNK);
 	}
 	upg_unmap(h->map, npages * sizeof(*h->map));
+	if (h->pcls)
+		upg_unmap(h->pcls, npages);
 	pthread_mutex_destroy(&h->lock);
 }

@@ -23,7 +23,14 @@ enum upg_front upg_front(struct upg_heap **h);
 enum upg_front upg_front_slow(struct upg_heap **h);
 
 /* The default heap if it is up, else NULL; never creates it. */
-struct upg_heap *upg_front_heap_if_ready(void);
+static inline struct upg_heap *upg_front_heap_if_ready(void)
+{
+	return upg_dheap_get();
+}
+
+/* fork(): wait for a creation of the default heap to finish, and back. */
+void upg_front_fork_lock(void);
+void upg_front_fork_unlock(void);
 
 /* Why the default heap could not be created ("" if it was). */
 const char *upg_front_error(void);

@@ -20,6 +20,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,7 +109,7 @@ static void *alloc_aligned(size_t align, size_t size)
 	}
 }
 
-EXPORT void *malloc(size_t size)
+static __attribute__((noinline)) void *malloc_slow(size_t size)
 {
 	struct upg_heap *h;
 
@@ -117,18 +118,37 @@ EXPORT void *malloc(size_t size)
 	return alloc_aligned(16, size);
 }
 
-EXPORT void free(void *p)
+/* The fast paths (alloc.h): no lock, no atomic read-modify-write. */
+EXPORT void *malloc(size_t size)
 {
-	struct upg_heap *h = upg_front_heap_if_ready();
+	void *p = upg_tc_malloc(size);
 
+	if (likely(p))
+		return p;
+	return malloc_slow(size);
+}
+
+static __attribute__((noinline)) void free_slow(void *p)
+{
 	if (!p)
 		return;
-	if (likely(h && upg_heap_owns(h, p)))
-		upg_heap_free(h, p);
-	else if (upg_boot_owns(p))
+	if (upg_boot_owns(p))
 		upg_boot_free(p);
 	else if (real()->free)
 		real()->free(p);
+}
+
+EXPORT void free(void *p)
+{
+	struct upg_heap *h = upg_dheap_get();
+
+	if (likely(h && upg_heap_has(h, p))) {
+		if (likely(upg_tc_free(h, p)))
+			return;
+		upg_heap_free(h, p);
+		return;
+	}
+	free_slow(p);
 }
 
 EXPORT void *calloc(size_t n, size_t size)
@@ -137,12 +157,17 @@ EXPORT void *calloc(size_t n, size_t size)
 	size_t total;
 	void *p;
 
-	if (likely(source(&h) == UPG_FRONT_HEAP))
-		return upg_heap_calloc(h, n, size);
 	if (__builtin_mul_overflow(n, size, &total)) {
 		errno = ENOMEM;
 		return NULL;
 	}
+	p = upg_tc_malloc(total);
+	if (likely(p)) {
+		memset(p, 0, total);
+		return p;
+	}
+	if (likely(source(&h) == UPG_FRONT_HEAP))
+		return upg_heap_calloc(h, n, size);
 	p = alloc_aligned(16, total);
 	/* glibc's and the arena's fresh memory need not be zero here. */
 	if (p)
@@ -153,11 +178,16 @@ EXPORT void *calloc(size_t n, size_t size)
 EXPORT size_t malloc_usable_size(void *p)
 {
 	struct upg_heap *h = upg_front_heap_if_ready();
+	int c;
 
+	if (likely(h && upg_heap_has(h, p))) {
+		c = upg_page_class(h, p);
+		if (likely(c >= 0))
+			return upg_class_size[c];
+		return upg_heap_usable_size(h, p);
+	}
 	if (!p)
 		return 0;
-	if (h && upg_heap_owns(h, p))
-		return upg_heap_usable_size(h, p);
 	if (upg_boot_owns(p))
 		return upg_boot_usable_size(p);
 	return real()->usable ? real()->usable(p) : 0;
@@ -186,7 +216,7 @@ EXPORT void *realloc(void *p, size_t size)
 		free(p);
 		return NULL;
 	}
-	if (likely(h && upg_heap_owns(h, p)))
+	if (likely(h && upg_heap_has(h, p)))
 		return upg_heap_realloc(h, p, size);
 	if (upg_boot_owns(p)) {
 		if (source(&h) == UPG_FRONT_BOOT)
@@ -260,6 +290,36 @@ EXPORT void *pvalloc(size_t size)
 	}
 	return alloc_aligned(UPG_PAGE_SIZE, (MAX(size, 1) + UPG_PAGE_SIZE - 1) &
 						    UPG_PAGE_MASK);
+}
+
+/*
+ * pthread_create() allocates the new thread's DTV (the table of its TLS
+ * blocks) with malloc, and glibc reuses it with the thread's stack. A fork
+ * child rebuilding its runtime starts its fault handlers on cached stacks
+ * of threads that the fork left behind, and pthread_create writes their
+ * DTVs before any handler runs: a DTV in an evicted page of managed memory
+ * hung redis's BGSAVE child there. So whatever thread creation allocates
+ * comes from the bootstrap arena (upg_internal_enter), never managed.
+ */
+typedef int (*create_fn)(pthread_t *, const pthread_attr_t *, void *(*)(void *),
+			 void *);
+
+EXPORT int pthread_create(pthread_t *t, const pthread_attr_t *attr,
+			  void *(*fn)(void *), void *arg)
+{
+	static _Atomic(create_fn) next;
+	create_fn create;
+	int err;
+
+	upg_internal_enter(); /* dlsym allocates too */
+	create = atomic_load_explicit(&next, memory_order_relaxed);
+	if (unlikely(!create)) {
+		create = (create_fn)dlsym(RTLD_NEXT, "pthread_create");
+		atomic_store_explicit(&next, create, memory_order_relaxed);
+	}
+	err = create ? create(t, attr, fn, arg) : EAGAIN;
+	upg_internal_leave();
+	return err;
 }
 
 void cfree(void *p); /* removed from glibc's headers, still exported */

@@ -18,30 +18,29 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "options.h"
 #include "runtime.h"
 
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct upg *live; /* runtimes alive, for the UPG_STATS=1 report */
-static bool atexit_done;
 
 /* Depth, not a flag: upg_create() may run inside an internal section. */
-static __thread unsigned internal_depth
-	__attribute__((tls_model("initial-exec")));
+__thread unsigned upg_internal_depth __attribute__((tls_model("initial-exec")));
 
 bool upg_internal_thread(void)
 {
-	return internal_depth != 0;
+	return upg_internal_depth != 0;
 }
 
 void upg_internal_enter(void)
 {
-	internal_depth++;
+	upg_internal_depth++;
 }
 
 void upg_internal_leave(void)
 {
-	internal_depth--;
+	upg_internal_depth--;
 }
 
 const char *upg_version(void)
@@ -372,15 +371,28 @@ static void fork_prepare(void);
 static void fork_parent(void);
 static void fork_child(void);
 
+static pthread_once_t hooks_once = PTHREAD_ONCE_INIT;
+
+static void hooks_register(void)
+{
+	if (atexit(print_live_stats))
+		upg_warn("atexit failed: UPG_STATS=1 prints nothing at exit");
+	if (pthread_atfork(fork_prepare, fork_parent, fork_child))
+		upg_warn("pthread_atfork failed: a fork() child's managed "
+			 "memory may read as zeros");
+}
+
+void upg_runtime_atfork_register(void)
+{
+	pthread_once(&hooks_once, hooks_register);
+}
+
 static void live_add(struct upg *u)
 {
+	upg_runtime_atfork_register();
 	pthread_mutex_lock(&live_lock);
 	u->next_live = live;
 	live = u;
-	if (!atexit_done) {
-		atexit_done = atexit(print_live_stats) == 0;
-		pthread_atfork(fork_prepare, fork_parent, fork_child);
-	}
 	pthread_mutex_unlock(&live_lock);
 }
 
@@ -655,6 +667,7 @@ void upg_destroy(struct upg *u)
 	if (!u)
 		return;
 	live_remove(u);
+	upg_heaps_destroy(u); /* their regions go below */
 	if (u->p.stats && u->shards)
 		upg_stats_print(u, stderr);
 	/* The evictor first: the copy fallback needs handlers to finish. */

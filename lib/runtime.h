@@ -191,6 +191,17 @@ void upg_page_drop_copy(struct upg *u, uint64_t val);
 bool upg_internal_thread(void);
 void upg_internal_enter(void);
 void upg_internal_leave(void);
+/* The same as a variable, for the allocator's inline fast paths. */
+extern __thread unsigned upg_internal_depth
+	__attribute__((tls_model("initial-exec")));
+
+/*
+ * upg_runtime_atfork_register() - install the runtime's fork handlers now
+ * rather than with the first runtime (idempotent). The allocator calls it
+ * before registering its own, which must run before the runtime's prepare
+ * handler and after its child handler (see alloc.c, "fork()").
+ */
+void upg_runtime_atfork_register(void);
 
 /* Fault handlers (fault.c). */
 int upg_fault_start(struct upg *u);

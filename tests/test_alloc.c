@@ -3,16 +3,23 @@
  * The allocator (lib/alloc*.c, lib/boot.c): size classes, alignment,
  * realloc, usable size, thread caches across thread exit, discard of freed
  * pages, metadata kept outside managed memory, the default heap and the
- * bootstrap arena.
+ * bootstrap arena, caches of a destroyed heap, fork() during the default
+ * heap's creation.
  */
 #include <criterion/criterion.h>
+#include <criterion/logging.h>
 #include <unistd.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 
 #include "alloc.h"
+#include "front.h"
 #include "helpers.h"
 #include "runtime.h"
 
@@ -553,4 +560,313 @@ Test(alloc, discarded_pages_reused_at_once_keep_new_contents)
 	cr_assert_eq(bad, 0, "%zu of %d pages lost their contents", bad, PAGES);
 	free(ver);
 	upg_destroy(u);
+}
+
+/* ---- thread caches of a destroyed heap ---- */
+
+struct holder {
+	struct upg_heap *h, *h2;
+	pthread_barrier_t *bar;
+	size_t bad; /* blocks of h2 overwritten or not in h2 */
+};
+
+/* Fill a cache for @h, wait while @h is destroyed, then use @h2. */
+static void *holder_main(void *arg)
+{
+	struct holder *t = arg;
+	void *p[500];
+
+	for (int i = 0; i < 500; i++)
+		p[i] = upg_heap_malloc(t->h, 16 + (i % 40) * 24);
+	for (int i = 0; i < 500; i++)
+		upg_heap_free(t->h, p[i]); /* stay in this thread's cache */
+	pthread_barrier_wait(t->bar);
+	pthread_barrier_wait(t->bar); /* h destroyed, h2 created */
+	for (int i = 0; i < 500; i++) {
+		p[i] = upg_heap_malloc(t->h2, 16 + (i % 40) * 24);
+		t->bad += !p[i] || !upg_heap_owns(t->h2, p[i]);
+		if (p[i])
+			fill(p[i], 16, i);
+	}
+	for (int i = 0; i < 500; i++) {
+		t->bad += p[i] && !check(p[i], 16, i);
+		upg_heap_free(t->h2, p[i]);
+	}
+	return NULL;
+}
+
+/*
+ * Other live threads' caches for a destroyed heap are orphaned, then
+ * recycled by their owners: the next heap never sees the old blocks, and
+ * the cache memory comes back.
+ */
+Test(alloc, other_threads_caches_reclaimed_on_destroy)
+{
+	enum { T = 3 };
+	struct upg *u;
+	struct upg_heap *h = t_heap(&u, 64 * MiB, NULL), *h2;
+	struct holder t[T];
+	pthread_barrier_t bar;
+	struct upg_heap_stats s;
+	size_t mapped, spare;
+	pthread_t th[T];
+
+	pthread_barrier_init(&bar, NULL, T + 1);
+	for (int i = 0; i < T; i++) {
+		t[i] = (struct holder){ .h = h, .bar = &bar };
+		pthread_create(&th[i], NULL, holder_main, &t[i]);
+	}
+	pthread_barrier_wait(&bar);
+	upg_heap_destroy(h);
+	cr_assert_eq(upg_heap_create(u, 4UL << 30, &h2), 0, "%s",
+		     upg_last_error());
+	for (int i = 0; i < T; i++)
+		t[i].h2 = h2;
+	pthread_barrier_wait(&bar);
+	for (int i = 0; i < T; i++) {
+		pthread_join(th[i], NULL);
+		cr_assert_eq(t[i].bad, 0, "thread %d: %zu bad blocks", i,
+			     t[i].bad);
+	}
+	/* Each thread recycled its orphan for h2, and gave that back at
+	 * exit: no cache leaked. */
+	upg_tcache_count(&mapped, &spare);
+	cr_assert_eq(spare, mapped, "%zu caches mapped, %zu spare", mapped,
+		     spare);
+	cr_assert_geq(mapped, T);
+	upg_heap_stats_get(h2, &s);
+	cr_assert_eq(s.invalid_frees, 0);
+	cr_assert_leq(s.active_bytes, 64 * 32 * PAGE);
+	upg_heap_destroy(h2);
+	upg_destroy(u);
+	pthread_barrier_destroy(&bar);
+}
+
+static void *exit_holding(void *arg)
+{
+	struct holder *t = arg;
+
+	for (int i = 0; i < 200; i++)
+		upg_heap_free(t->h, upg_heap_malloc(t->h, 16 + i * 8));
+	pthread_barrier_wait(t->bar);
+	return NULL; /* exits while the heap is being destroyed */
+}
+
+/*
+ * Threads exit (flushing their caches) while their heap is destroyed, or
+ * the runtime under it: each exit finishes first or finds its cache
+ * orphaned, and every cache comes back.
+ */
+Test(alloc, threads_exit_while_heap_or_runtime_destroyed)
+{
+	enum { T = 4 };
+
+	for (int round = 0; round < 20; round++) {
+		struct upg *u;
+		struct upg_heap *h = t_heap(&u, 64 * MiB, NULL);
+		struct holder t[T];
+		pthread_barrier_t bar;
+		size_t mapped, spare;
+		pthread_t th[T];
+
+		pthread_barrier_init(&bar, NULL, T + 1);
+		for (int i = 0; i < T; i++) {
+			t[i] = (struct holder){ .h = h, .bar = &bar };
+			pthread_create(&th[i], NULL, exit_holding, &t[i]);
+		}
+		pthread_barrier_wait(&bar);
+		if (round % 2)
+			upg_heap_destroy(h);
+		upg_destroy(u); /* takes a heap still on it along */
+		for (int i = 0; i < T; i++)
+			pthread_join(th[i], NULL);
+		upg_tcache_count(&mapped, &spare);
+		cr_assert_eq(spare, mapped, "round %d: %zu mapped, %zu spare",
+			     round, mapped, spare);
+		pthread_barrier_destroy(&bar);
+	}
+}
+
+/* ---- fork() while the default heap is created ---- */
+
+static atomic_bool go;
+
+static void *first_alloc(void *arg)
+{
+	while (!atomic_load(&go))
+		;
+	for (int i = 0; i < 100; i++) {
+		char *p = upg_malloc(16 + i * 40);
+
+		if (p)
+			p[0] = 1;
+		upg_free(p);
+	}
+	return arg;
+}
+
+/* A fork child: allocate, use, free, exit 0 (never an assertion here). */
+static void child_allocates(void)
+{
+	for (int i = 0; i < 200; i++) {
+		char *p = upg_malloc(16 + i * 100);
+
+		if (!p)
+			_exit(2);
+		memset(p, i, 16 + i * 100);
+		if (p[15 + i * 100] != (char)i)
+			_exit(3);
+		upg_free(p);
+	}
+	_exit(0);
+}
+
+/* Wait up to @ms for @pid; its exit status, or 100 + signal, or 99. */
+static int child_status(pid_t pid, int ms)
+{
+	int st;
+
+	for (int t = 0; t < ms; t++) {
+		if (waitpid(pid, &st, WNOHANG) == pid)
+			return WIFEXITED(st) ? WEXITSTATUS(st)
+					     : 100 + WTERMSIG(st);
+		usleep(1000);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	return 99; /* hung: a lock held across fork */
+}
+
+/*
+ * In a process that has no default heap yet: threads allocate for the
+ * first time (one of them creates the heap) while this thread forks again
+ * and again, before, during and after the creation. Return: 0, or the
+ * first failing child's status; *@early: forks started before the heap
+ * was up.
+ */
+static int creation_race(unsigned *early)
+{
+	enum { T = 3 };
+	pthread_t th[T];
+	int bad = 0;
+
+	if (upg_front_heap_if_ready())
+		return 98;
+	for (int i = 0; i < T; i++)
+		pthread_create(&th[i], NULL, first_alloc, NULL);
+	atomic_store(&go, true);
+	for (int k = 0; k < 12 && !bad; k++) {
+		pid_t pid;
+
+		*early += !upg_front_heap_if_ready();
+		pid = fork();
+		if (pid < 0)
+			return 97;
+		if (!pid)
+			child_allocates();
+		bad = child_status(pid, 20000);
+	}
+	for (int i = 0; i < T; i++)
+		pthread_join(th[i], NULL);
+	return bad;
+}
+
+Test(alloc, fork_while_default_heap_is_created)
+{
+	unsigned early = 0;
+	int *shared = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
+			   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert_null(upg_front_heap_if_ready(), "default heap already up");
+	{
+		struct upg *u = t_runtime(64 * MiB, NULL); /* skips if none */
+
+		upg_destroy(u);
+	}
+	for (int round = 0; round < 15; round++) {
+		pid_t pid = fork();
+		int st;
+
+		if (pid < 0)
+			cr_assert_fail("fork: %s", strerror(errno));
+		if (!pid) { /* no assertion in here: it would hang the runner */
+			unsigned e = 0;
+			int r = creation_race(&e);
+
+			__atomic_add_fetch(shared, e, __ATOMIC_RELAXED);
+			_exit(r);
+		}
+		st = child_status(pid, 120000);
+		cr_assert_eq(st, 0,
+			     "round %d: status %d (99: a child hung, 98: "
+			     "heap up before the race)",
+			     round, st);
+	}
+	early = (unsigned)__atomic_load_n(shared, __ATOMIC_RELAXED);
+	cr_log_info("%u forks started before the heap was up", early);
+	cr_assert_gt(early, 0, "no fork raced with the creation");
+	munmap(shared, PAGE);
+}
+
+/*
+ * free() finds a small block's class in the byte-per-page map: a slab's
+ * pages carry its class while it lives and lose it when the slab goes back
+ * to the page layer, so a page run later made of those pages is freed as
+ * one (a stale class would put it in a thread cache as a small block).
+ */
+Test(alloc, page_class_map_follows_slabs_and_runs)
+{
+	enum { N = 20000 };
+	struct upg *u;
+	struct upg_heap *h = t_heap(&u, 64 * MiB, NULL);
+	char **p = calloc(N, sizeof(*p));
+	char *lo = NULL, *hi = NULL, *big;
+	size_t classed = 0;
+	struct upg_heap_stats s;
+
+	for (int i = 0; i < N; i++) {
+		p[i] = upg_heap_malloc(h, 48);
+		cr_assert_eq(upg_page_class(h, p[i]), (int)upg_size_class(48));
+		lo = !lo || p[i] < lo ? p[i] : lo;
+		hi = !hi || p[i] > hi ? p[i] : hi;
+	}
+	for (int i = 0; i < N; i++)
+		upg_heap_free(h, p[i]);
+	upg_heap_trim(h); /* flush: every slab but one goes back */
+	for (char *a = lo; a <= hi; a += PAGE)
+		classed += upg_page_class(h, a) >= 0;
+	cr_assert_leq(classed, 8, "%zu pages still carry a class", classed);
+	big = upg_heap_malloc(h, 16 * PAGE); /* first fit: the old slabs */
+	cr_assert(big >= lo && big <= hi, "the run reuses the slabs' pages");
+	for (size_t k = 0; k < 16; k++)
+		cr_assert_lt(upg_page_class(h, big + k * PAGE), 0);
+	cr_assert_eq(upg_heap_usable_size(h, big), 16 * PAGE);
+	upg_heap_free(h, big);
+	upg_heap_stats_get(h, &s);
+	cr_assert_eq(s.invalid_frees, 0);
+	cr_assert_leq(s.active_bytes, 8 * PAGE, "the run was not freed");
+	free(p);
+	t_heap_done(u, h);
+}
+
+/*
+ * A thread's successive blocks of a class come out of fresh slabs in
+ * address order, so that the program's first touches of new pages form a
+ * sequential stream that fault-around serves several pages at a time.
+ */
+Test(alloc, fresh_blocks_come_out_in_address_order)
+{
+	enum { N = 1000 };
+	struct upg *u;
+	struct upg_heap *h = t_heap(&u, 64 * MiB, NULL);
+	char *prev = upg_heap_malloc(h, 100), *p;
+	unsigned up = 0;
+
+	for (int i = 0; i < N; i++, prev = p) {
+		p = upg_heap_malloc(h, 100);
+		up += p > prev;
+	}
+	/* Only a jump back to the next refill's start may go down. */
+	cr_assert_geq(up, N * 9 / 10, "%u of %d steps went up", up, N);
+	t_heap_done(u, h);
 }

@@ -197,6 +197,24 @@ Test(preload_fork, fork_while_other_threads_allocate)
 	preload_ok(BIN("preload-fork"), "threads", NULL);
 }
 
+/*
+ * A child's runtime starts threads on stacks cached from exited threads:
+ * their DTVs must not be in managed memory (redis's BGSAVE child hung).
+ */
+Test(preload_fork, child_starts_threads_over_evicted_heap)
+{
+	const char *const env[] = { "UPG_BUDGET=16M", NULL };
+
+	preload_ok(BIN("preload-fork"), "dtv", env);
+}
+
+/* Each run a new process: forks race with the heap's creation. */
+Test(preload_fork, fork_while_threads_allocate_first_time)
+{
+	for (int run = 0; run < 10; run++)
+		preload_ok(BIN("preload-fork"), "creation", NULL);
+}
+
 Test(preload_fork, posix_spawn_vfork_system_popen)
 {
 	preload_ok(BIN("preload-fork"), "spawn", NULL);

@@ -41,9 +41,11 @@ upg_heap_create(struct upg *u, size_t reserve, struct upg_heap **out);
  * upg_heap_destroy() - release a heap and every block in it
  * @h: heap, or NULL
  *
- * No thread may use @h or its blocks during or after this call. The
- * caller's thread cache is reclaimed; other live threads' caches for @h
- * (a few KiB each) are not.
+ * No thread may use @h or its blocks during or after this call. Every
+ * thread's cache for @h is reclaimed: the caller's at once, another live
+ * thread's on its next allocator call that misses its cache or at its
+ * exit (the blocks in it are dropped, never reused). Thread-safe against
+ * other threads exiting meanwhile.
  */
 __attribute__((visibility("default"))) void
 upg_heap_destroy(struct upg_heap *h);

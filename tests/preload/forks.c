@@ -8,6 +8,13 @@
  *   preload-fork threads   fork while other threads allocate; children
  *                          allocate, start threads and exit
  *   preload-fork spawn     posix_spawn, vfork+exec, system, popen
+ *   preload-fork dtv       threads' DTVs stay out of managed memory, and a
+ *                          child forked after they exited, with the heap
+ *                          4x the budget, starts (run with UPG_BUDGET=16M)
+ *   preload-fork creation  fork again and again while other threads make
+ *                          their first allocations (the first one creates
+ *                          the heap, unless the loader's did); children
+ *                          allocate and exit
  *
  * A hang is caught by alarm(): the program dies of SIGALRM.
  */
@@ -179,6 +186,129 @@ static void threads(void)
 	CHECK(!blocks_bad(&b, 0), "parent heap changed");
 }
 
+/* ---- fork while the heap and the threads' caches are created ---- */
+
+static atomic_bool go;
+
+static void *first_alloc(void *arg)
+{
+	while (!atomic_load(&go))
+		;
+	for (int i = 0; i < 200; i++) {
+		char *p = malloc(16 + (size_t)i * 40);
+
+		CHECK(p, "malloc");
+		p[0] = 1;
+		free(p);
+	}
+	return arg;
+}
+
+/* Wait up to 20 s for @pid: a child stuck on an inherited lock fails. */
+static int wait_bounded(pid_t pid)
+{
+	for (int ms = 0; ms < 20000; ms++) {
+		int st;
+
+		if (waitpid(pid, &st, WNOHANG) == pid)
+			return WIFEXITED(st) ? WEXITSTATUS(st)
+					     : 100 + WTERMSIG(st);
+		usleep(1000);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	FAIL("child %d hung (a lock held across fork?)", pid);
+}
+
+static void creation(void)
+{
+	pthread_t th[3];
+
+	for (int t = 0; t < 3; t++)
+		pthread_create(&th[t], NULL, first_alloc, NULL);
+	atomic_store(&go, true);
+	for (int k = 0; k < 12; k++) {
+		pid_t pid = fork();
+
+		CHECK(pid >= 0, "fork");
+		if (!pid) {
+			for (int i = 0; i < 300; i++) {
+				size_t n = 16 + (size_t)i * 100;
+				char *p = malloc(n);
+
+				if (!p)
+					_exit(2);
+				p_fill(p, n, (uint64_t)i);
+				if (!p_check(p, n, (uint64_t)i))
+					_exit(3);
+				free(p);
+			}
+			_exit(0);
+		}
+		CHECK(wait_bounded(pid) == 0, "fork %d: child failed", k);
+	}
+	for (int t = 0; t < 3; t++)
+		pthread_join(th[t], NULL);
+}
+
+/* ---- thread control blocks ---- */
+
+/* The caller's DTV: the second word of the TCB (x86-64 only). */
+static void *dtv_of_self(void *arg)
+{
+#if defined(__x86_64__)
+	__asm__ volatile("mov %%fs:8, %0" : "=r"(*(void **)arg));
+#endif
+	return NULL;
+}
+
+/* Whether @a and @b lie in the same mapping. */
+static bool same_mapping(const void *a, const void *b)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	unsigned long lo, hi, x = (unsigned long)a, y = (unsigned long)b;
+	char line[512];
+	bool same = false;
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 && x >= lo &&
+		    x < hi) {
+			same = y >= lo && y < hi;
+			break;
+		}
+	if (f)
+		fclose(f);
+	return same;
+}
+
+/*
+ * A fork child rebuilds its runtime on stacks cached from threads that
+ * exited, whose DTVs pthread_create writes before the child can serve a
+ * fault: they must not be in (evicted) managed memory.
+ */
+static void dtv(void)
+{
+	void *heap = malloc(100), *d = NULL;
+	struct blocks b;
+	pthread_t t;
+	pid_t pid;
+
+	CHECK(p_managed(heap), "malloc is not upager's");
+	for (int i = 0; i < 4; i++) {
+		CHECK(!pthread_create(&t, NULL, dtv_of_self, &d) &&
+			      !pthread_join(t, NULL),
+		      "thread %d", i);
+		CHECK(!same_mapping(d, heap),
+		      "thread %d: its DTV %p is in managed memory", i, d);
+	}
+	blocks_make(&b, 64 << 20, 5); /* evicts the first blocks */
+	pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (!pid)
+		_exit(blocks_bad(&b, 0) ? 3 : 0);
+	CHECK(wait_bounded(pid) == 0, "child failed");
+}
+
 /* ---- exec paths ---- */
 
 static void spawn(void)
@@ -212,13 +342,17 @@ int main(int argc, char **argv)
 	alarm(240);
 	setvbuf(stdout, NULL, _IONBF, 0);
 	if (argc < 2)
-		FAIL("usage: preload-fork oversub|threads|spawn");
+		FAIL("usage: preload-fork oversub|threads|spawn|creation|dtv");
 	if (!strcmp(argv[1], "oversub"))
 		oversub();
 	else if (!strcmp(argv[1], "threads"))
 		threads();
 	else if (!strcmp(argv[1], "spawn"))
 		spawn();
+	else if (!strcmp(argv[1], "creation"))
+		creation();
+	else if (!strcmp(argv[1], "dtv"))
+		dtv();
 	else
 		FAIL("unknown test %s", argv[1]);
 	printf("ok %s\n", argv[1]);
