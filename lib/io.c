@@ -6,11 +6,18 @@
  * they can publish page states, and the parallelism they want is the
  * device's queue depth, not overlap with their own work.
  *
+ * A ring may have one registered ("fixed") buffer: transfers inside it go
+ * out as READ_FIXED / WRITE_FIXED, which skip pinning the buffer's pages
+ * for every request (a quarter of a 512 KiB O_DIRECT write's submission
+ * time here). Registration can fail (RLIMIT_MEMLOCK for an unprivileged
+ * process): transfers then work as before.
+ *
  * Error injection (tests only) is global and lock-free: an atomic budget
  * of transfers that may still succeed.
  */
 #include <errno.h>
 #include <liburing.h>
+#include <sys/uio.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -20,6 +27,8 @@
 struct upg_io {
 	struct io_uring ring;
 	unsigned depth;
+	char *fixed; /* the registered buffer, or NULL */
+	size_t fixed_len;
 };
 
 struct inject {
@@ -71,6 +80,46 @@ void upg_io_destroy(struct upg_io *io)
 	upg_unmap(io, sizeof(*io));
 }
 
+int upg_io_register(struct upg_io *io, void *buf, size_t len)
+{
+	struct iovec iov = { .iov_base = buf, .iov_len = len };
+	int err;
+
+	if (io->fixed)
+		return -EBUSY;
+	err = io_uring_register_buffers(&io->ring, &iov, 1);
+	if (err < 0)
+		return err;
+	io->fixed = buf;
+	io->fixed_len = len;
+	return 0;
+}
+
+bool upg_io_is_fixed(const struct upg_io *io, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	return io->fixed && p >= io->fixed &&
+	       (size_t)(p - io->fixed) <= io->fixed_len &&
+	       len <= io->fixed_len - (size_t)(p - io->fixed);
+}
+
+static void prep(struct upg_io *io, struct io_uring_sqe *sqe, int fd,
+		 struct upg_io_op *op, bool write)
+{
+	unsigned len = (unsigned)op->len;
+
+	if (upg_io_is_fixed(io, op->buf, op->len) && write)
+		io_uring_prep_write_fixed(sqe, fd, op->buf, len, op->off, 0);
+	else if (upg_io_is_fixed(io, op->buf, op->len))
+		io_uring_prep_read_fixed(sqe, fd, op->buf, len, op->off, 0);
+	else if (write)
+		io_uring_prep_write(sqe, fd, op->buf, len, op->off);
+	else
+		io_uring_prep_read(sqe, fd, op->buf, len, op->off);
+	io_uring_sqe_set_data(sqe, op);
+}
+
 /* Queue ops [0, n) (n <= depth); injected failures complete at once. */
 static unsigned queue(struct upg_io *io, int fd, struct upg_io_op *ops,
 		      unsigned n, bool write)
@@ -86,13 +135,7 @@ static unsigned queue(struct upg_io *io, int fd, struct upg_io_op *ops,
 			continue;
 		}
 		sqe = io_uring_get_sqe(&io->ring);
-		if (write)
-			io_uring_prep_write(sqe, fd, ops[i].buf,
-					    (unsigned)ops[i].len, ops[i].off);
-		else
-			io_uring_prep_read(sqe, fd, ops[i].buf,
-					   (unsigned)ops[i].len, ops[i].off);
-		io_uring_sqe_set_data(sqe, &ops[i]);
+		prep(io, sqe, fd, &ops[i], write);
 		queued++;
 	}
 	return queued;

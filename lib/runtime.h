@@ -31,7 +31,8 @@
 #define UPG_EVICT_BATCH 128
 #define UPG_CLUSTER_MAX 256
 #define UPG_SELF_ZAP_RING 64
-#define UPG_WB_BATCH 128
+#define UPG_WB_BATCH 128 /* pages per write-back batch */
+#define UPG_WB_DEPTH 4	 /* write-back batches in flight, at most */
 
 struct upg_handler {
 	struct upg *u;
@@ -88,7 +89,7 @@ struct upg {
 	char *chunk_staging;  /* one 2 MiB-aligned chunk, for mremap */
 	bool remap;	      /* evict scattered pages with mremap */
 	struct upg_io *ev_io; /* the evictor's ring (swap writes) */
-	char *wb_buf;	      /* 2 x UPG_WB_BATCH pages: write-back staging */
+	char *wb_buf;	      /* UPG_WB_DEPTH batches: write-back staging */
 	size_t wb_region;     /* write-back hand, evictor-private */
 	size_t wb_idx;
 	/*

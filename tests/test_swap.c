@@ -289,6 +289,65 @@ Test(swap, corrupt_file_detected_by_checksum)
 	lost_page(true, "checksum");
 }
 
+/*
+ * Transfers from and into a ring's fixed buffer go out as WRITE_FIXED /
+ * READ_FIXED; one that only partly lies in it, or outside it, as plain
+ * ones. Every byte must land where it belongs either way.
+ */
+Test(swap, fixed_buffer_transfers_round_trip)
+{
+	enum { N = 16 };
+	char path[] = "/tmp/upg-io-XXXXXX";
+	char *buf = aligned_alloc(PAGE, (N + 4) * PAGE), *fixed = buf + PAGE;
+	struct upg_io_op op[3];
+	struct upg_io *io;
+	int fd = mkstemp(path);
+
+	cr_assert_geq(fd, 0);
+	unlink(path);
+	cr_assert_eq(upg_io_create(8, &io), 0);
+	cr_assert_eq(upg_io_register(io, fixed, N * PAGE), 0);
+	cr_expect_eq(upg_io_register(io, fixed, N * PAGE), -EBUSY);
+	cr_expect(upg_io_is_fixed(io, fixed + 3 * PAGE, 4 * PAGE));
+	cr_expect_not(upg_io_is_fixed(io, fixed + (N - 1) * PAGE, 2 * PAGE));
+	cr_expect_not(upg_io_is_fixed(io, buf, PAGE));
+	cr_expect_not(upg_io_is_fixed(io, fixed + (N + 1) * PAGE, PAGE));
+	for (size_t i = 0; i < (N + 4) * PAGE; i++)
+		buf[i] = (char)(i * 7 + i / PAGE);
+	op[0] = (struct upg_io_op){ fixed + 2 * PAGE, 3 * PAGE, 0, 0 };
+	op[1] = (struct upg_io_op){ fixed + (N - 1) * PAGE, 2 * PAGE, 3 * PAGE,
+				    0 };
+	op[2] = (struct upg_io_op){ buf, PAGE, 5 * PAGE, 0 };
+	cr_assert_eq(upg_io_run(io, fd, op, 3, true), 0);
+	memset(fixed, 0, N * PAGE);
+	op[0] = (struct upg_io_op){ fixed, 6 * PAGE, 0, 0 };
+	cr_assert_eq(upg_io_run(io, fd, op, 1, false), 0);
+	for (size_t i = 0; i < 6 * PAGE; i++) {
+		size_t from = i < 3 * PAGE   ? 3 * PAGE + i
+			      : i < 5 * PAGE ? N * PAGE + i - 3 * PAGE
+					     : i - 5 * PAGE;
+
+		cr_assert_eq(fixed[i], (char)(from * 7 + from / PAGE),
+			     "byte %zu", i);
+	}
+	upg_io_destroy(io);
+	close(fd);
+	free(buf);
+}
+
+/* The evictor's write-back staging is its ring's fixed buffer. */
+Test(swap, writeback_buffer_is_registered)
+{
+	struct upg *u = swap_runtime(NULL);
+
+	if (geteuid())
+		cr_skip_test("RLIMIT_MEMLOCK may refuse registration");
+	cr_assert(u->ev_io && u->wb_buf);
+	cr_expect(upg_io_is_fixed(u->ev_io, u->wb_buf,
+				  (size_t)UPG_WB_DEPTH * UPG_WB_BATCH * PAGE));
+	upg_destroy(u);
+}
+
 /* Parent and child share the file: neither may overwrite the other. */
 Test(swap, fork_shares_the_file_safely)
 {
