@@ -4,18 +4,26 @@
  * one JSON line per phase:
  *
  *   swapin     random single-page swap-ins (readahead and fault-around off)
- *              against a bare io_uring 4 KiB read of the same file system
- *              (O_DIRECT, queue depth 1): p50/p99 of both and the ratio;
+ *              against a bare io_uring 4 KiB read, queue depth 1, of a new
+ *              file on the same file system in the swap file's mode
+ *              (O_DIRECT or buffered, from UPG_SWAP_DIRECT; buffered, both
+ *              mostly hit the page cache): p50/p99 of both and the ratio;
  *   scan       a sequential scan of swapped data with readahead against
  *              the same scan with UPG_SWAP_READAHEAD=1: MB/s and the ratio;
  *   writeback  write-back throughput (pages written per second of
  *              write-back batch time: selecting, decompressing, hashing,
  *              writing and publishing) while a fill pushes everything
  *              through a 32 MiB pool, against the file's own sequential
- *              write bandwidth with requests of a batch's size (512 KiB
- *              O_DIRECT, queue depth 1); also the fill's own rate.
+ *              write bandwidth: a new file on the same file system, in
+ *              the swap file's mode (O_DIRECT or buffered, from
+ *              UPG_SWAP_DIRECT), the best of 512 KiB, 1 MiB and 4 MiB
+ *              requests at queue depths 1 and 4, measured before and
+ *              after the fill; also the file's bandwidth with 512 KiB
+ *              requests at depth 1 (what sessions 1-2 compared with) and
+ *              the fill's own rate.
  *
- * Usage: bench_swap [--quick] [--dir DIR]   (default dir: $TMPDIR or /var/tmp)
+ * Usage: bench_swap [--quick] [--dir DIR] [--phase swapin|scan|writeback]
+ * (default dir: $TMPDIR or /var/tmp; default: every phase)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -34,6 +42,7 @@
 
 static size_t size_mb = 256;
 static const char *dir;
+static bool direct = true; /* the swap file's mode, from UPG_SWAP_DIRECT */
 
 static double now(void)
 {
@@ -70,6 +79,7 @@ static struct upg *runtime(unsigned readahead, unsigned cluster, size_t pool)
 	p.swap_readahead = readahead;
 	if (dir)
 		snprintf(p.swap_file, sizeof(p.swap_file), "%s", dir);
+	direct = p.swap_direct;
 	if (upg_create(&p, &u))
 		goto fail;
 	return u;
@@ -104,6 +114,7 @@ static struct upg_stats stats(struct upg *u)
 
 /* ---- bare io_uring on a file of the same file system ---- */
 
+/* A new file of @bytes in the swap file's directory and mode. */
 static int bare_file(size_t bytes)
 {
 	char path[512];
@@ -111,7 +122,7 @@ static int bare_file(size_t bytes)
 	int fd;
 
 	snprintf(path, sizeof(path), "%s", d && *d ? d : "/var/tmp");
-	fd = open(path, O_TMPFILE | O_RDWR | O_DIRECT, 0600);
+	fd = open(path, O_TMPFILE | O_RDWR | (direct ? O_DIRECT : 0), 0600);
 	if (fd < 0 || fallocate(fd, 0, 0, (off_t)bytes) < 0) {
 		fprintf(stderr, "bench_swap: %s: %s\n", path, strerror(errno));
 		exit(1);
@@ -238,44 +249,84 @@ static void phase_scan(void)
 	       size_mb, ra, f_ra, no, f_no, ra / no);
 }
 
+/* The file's sequential write bandwidth with one request shape, MB/s. */
+static double bare_write_mbs(size_t bytes, size_t req, unsigned depth)
+{
+	int fd = bare_file(bytes);
+	char *buf = aligned_alloc(PAGE, req);
+	struct io_uring ring;
+	double secs;
+
+	memset(buf, 'x', req);
+	io_uring_queue_init(64, &ring, 0);
+	secs = bare_write(&ring, fd, buf, bytes, req, depth);
+	io_uring_queue_exit(&ring);
+	close(fd);
+	free(buf);
+	return (double)bytes / MiB / secs;
+}
+
+struct bare_bw {
+	double best, at_512k_qd1;
+	size_t best_req;
+	unsigned best_depth;
+};
+
+/* The best of a few request sizes and depths; keeps the best seen in @b. */
+static void bare_bandwidth(struct bare_bw *b)
+{
+	static const size_t reqs[] = { 512 * 1024, MiB, 4 * MiB };
+	static const unsigned depths[] = { 1, 4 };
+	size_t bytes = size_mb * MiB;
+
+	for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
+		for (size_t j = 0; j < sizeof(depths) / sizeof(depths[0]);
+		     j++) {
+			double mbs = bare_write_mbs(bytes, reqs[i], depths[j]);
+
+			if (i == 0 && j == 0 && mbs > b->at_512k_qd1)
+				b->at_512k_qd1 = mbs;
+			if (mbs <= b->best)
+				continue;
+			b->best = mbs;
+			b->best_req = reqs[i];
+			b->best_depth = depths[j];
+		}
+	}
+}
+
 static void phase_writeback(void)
 {
 	/* A pool large enough that a write-back run is many batches long. */
 	struct upg *u = runtime(32, 16, 32 * MiB);
 	size_t bytes = size_mb * MiB;
-	double fill, bare, busy;
-	struct io_uring ring;
+	struct bare_bw bw = { 0 };
+	double fill, busy, wb;
 	struct upg_stats s;
-	char *buf;
-	int fd;
 
+	bare_bandwidth(&bw);
 	filled(u, bytes, &fill);
 	s = stats(u);
 	busy = (double)s.lat_swap_write.sum_ns * 1e-9;
 	upg_destroy(u);
-	fd = bare_file(bytes);
-	buf = aligned_alloc(PAGE, 512 * 1024);
-	memset(buf, 'x', 512 * 1024);
-	io_uring_queue_init(64, &ring, 0);
-	bare = bare_write(&ring, fd, buf, bytes, 512 * 1024, 1);
-	io_uring_queue_exit(&ring);
-	close(fd);
-	free(buf);
+	bare_bandwidth(&bw);
+	wb = (double)s.swap_writeback * PAGE / MiB / busy;
 	printf("{\"phase\":\"writeback\",\"pages_written\":%llu,"
 	       "\"written_back\":%llu,\"fill_s\":%.2f,\"fill_mbs\":%.1f,"
 	       "\"writeback_mbs\":%.1f,\"file_seq_write_mbs\":%.1f,"
-	       "\"ratio\":%.2f}\n",
+	       "\"file_best_req_kb\":%zu,\"file_best_depth\":%u,"
+	       "\"file_512k_qd1_mbs\":%.1f,\"ratio\":%.2f,"
+	       "\"ratio_512k_qd1\":%.2f}\n",
 	       (unsigned long long)s.swap_writes,
 	       (unsigned long long)s.swap_writeback, fill,
-	       (double)bytes / MiB / fill,
-	       (double)s.swap_writeback * PAGE / MiB / busy,
-	       (double)bytes / MiB / bare,
-	       (double)s.swap_writeback * PAGE / MiB / busy /
-		       ((double)bytes / MiB / bare));
+	       (double)bytes / MiB / fill, wb, bw.best, bw.best_req / 1024,
+	       bw.best_depth, bw.at_512k_qd1, wb / bw.best,
+	       wb / bw.at_512k_qd1);
 }
 
 int main(int argc, char **argv)
 {
+	const char *phase = NULL;
 	size_t n = 20000;
 
 	for (int i = 1; i < argc; i++) {
@@ -284,14 +335,20 @@ int main(int argc, char **argv)
 			n = 3000;
 		} else if (!strcmp(argv[i], "--dir") && i + 1 < argc) {
 			dir = argv[++i];
+		} else if (!strcmp(argv[i], "--phase") && i + 1 < argc) {
+			phase = argv[++i];
 		} else {
-			fprintf(stderr, "usage: bench_swap [--quick] "
-					"[--dir DIR]\n");
+			fprintf(stderr,
+				"usage: bench_swap [--quick] [--dir DIR] "
+				"[--phase swapin|scan|writeback]\n");
 			return 2;
 		}
 	}
-	phase_swapin(n);
-	phase_scan();
-	phase_writeback();
+	if (!phase || !strcmp(phase, "swapin"))
+		phase_swapin(n);
+	if (!phase || !strcmp(phase, "scan"))
+		phase_scan();
+	if (!phase || !strcmp(phase, "writeback"))
+		phase_writeback();
 	return 0;
 }
