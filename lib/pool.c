@@ -768,6 +768,14 @@ int upg_pool_load(struct upg_pool *pool, uint64_t handle, void *page)
 	return upg_decompress_page(obj, h_len(handle), page);
 }
 
+int upg_pool_object(struct upg_pool *pool, uint64_t handle, const void **obj)
+{
+	if (upg_pool_kind(handle) == UPG_POOL_SAME)
+		return -EINVAL;
+	*obj = obj_ptr(pool, handle);
+	return *obj ? h_len(handle) : -EIO;
+}
+
 bool upg_pool_equal(struct upg_pool *pool, uint64_t handle, const void *page)
 {
 	char buf[UPG_PAGE_SIZE];

@@ -69,6 +69,16 @@ int upg_pool_store(struct upg_pool *pool, const void *page, uint64_t *handle);
  */
 int upg_pool_load(struct upg_pool *pool, uint64_t handle, void *page);
 
+/*
+ * upg_pool_object() - the bytes stored under @handle, without decoding them
+ * @obj: set to the object: an LZ4 block of the page (what
+ *	upg_decompress_page() takes) or, for a raw handle, the page itself.
+ *	Valid as long as the handle is.
+ * Return: its length (UPG_PAGE_SIZE for a raw page), -EINVAL for a
+ * same-filled handle (no object), -EIO for an invalid one.
+ */
+int upg_pool_object(struct upg_pool *pool, uint64_t handle, const void **obj);
+
 /* upg_pool_equal() - whether @page holds exactly what @handle stores */
 bool upg_pool_equal(struct upg_pool *pool, uint64_t handle, const void *page);
 

@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "compress.h"
 #include "helpers.h"
 #include "io.h"
 #include "runtime.h"
@@ -346,6 +347,141 @@ Test(swap, writeback_buffer_is_registered)
 	cr_expect(upg_io_is_fixed(u->ev_io, u->wb_buf,
 				  (size_t)UPG_WB_DEPTH * UPG_WB_BATCH * PAGE));
 	upg_destroy(u);
+}
+
+/* A swap file of its own in a fresh directory, with a ring. */
+struct bare_swap {
+	char dir[32];
+	struct upg_swap *sw;
+	struct upg_io *io;
+	struct upg_stat_shard st;
+};
+
+static void bare_swap_open(struct bare_swap *b)
+{
+	memset(b, 0, sizeof(*b));
+	snprintf(b->dir, sizeof(b->dir), "/tmp/upg-slots-XXXXXX");
+	cr_assert(mkdtemp(b->dir));
+	cr_assert_eq(upg_swap_open(b->dir, 0, false, &b->sw), 0, "%s",
+		     upg_last_error());
+	cr_assert_eq(upg_io_create(8, &b->io), 0);
+}
+
+static void bare_swap_close(struct bare_swap *b)
+{
+	upg_io_destroy(b->io);
+	upg_swap_close(b->sw);
+	rmdir(b->dir);
+}
+
+/* Damage byte @off of slot @slot in place. */
+static void damage(struct bare_swap *b, uint64_t slot, size_t off)
+{
+	int fd = upg_swap_fd(b->sw);
+	char c;
+
+	cr_assert_eq(pread(fd, &c, 1, (off_t)(slot * PAGE + off)), 1);
+	c ^= 0x20;
+	cr_assert_eq(pwrite(fd, &c, 1, (off_t)(slot * PAGE + off)), 1);
+}
+
+/*
+ * A slot holds a pool object (an LZ4 block, at the start) or a whole page;
+ * both read back as the page. The checksum covers exactly the object's
+ * bytes: damage inside it is an error, in the zeros after it harmless. A
+ * page's own checksum (for clean drops) is known at once for a whole page,
+ * after the first read for an object.
+ */
+Test(swap, objects_and_whole_pages_round_trip)
+{
+	enum { N = 3 };
+	static struct upg_swap_wr w;
+	static char want[N][PAGE];
+	char *buf = aligned_alloc(PAGE, 2 * N * PAGE), *rd = buf + N * PAGE;
+	void *pages[N];
+	uint32_t len[N];
+	uint64_t slots[N];
+	struct bare_swap b;
+
+	bare_swap_open(&b);
+	/* Objects, but page 1 does not compress. */
+	for (int i = 0; i < N; i++) {
+		pages[i] = buf + i * PAGE;
+		memset(pages[i], 0, PAGE);
+		t_page_fill(want[i], i == 1 ? T_RANDOM : T_TEXT, (uint64_t)i,
+			    0);
+		len[i] = (uint32_t)upg_compress_page(want[i], pages[i],
+						     UPG_COMPRESS_MAX);
+		if (!len[i]) {
+			memcpy(pages[i], want[i], PAGE);
+			len[i] = PAGE;
+		}
+	}
+	cr_assert_eq(len[1], PAGE, "random data compressed");
+	cr_assert_lt(len[0], PAGE / 2);
+	upg_swap_write_start(b.sw, b.io, &b.st, pages, len, NULL, N, slots, &w);
+	cr_assert_eq(upg_swap_write_finish(b.sw, b.io, &b.st, &w), 0);
+	cr_assert(slots[1] == slots[0] + 1 && slots[2] == slots[0] + 2);
+
+	/* A whole page's checksum is known at once, an object's once read. */
+	cr_expect(upg_swap_matches(b.sw, slots[1], want[1]));
+	cr_expect_not(upg_swap_matches(b.sw, slots[0], want[0]));
+	cr_assert_eq(upg_swap_read(b.sw, b.io, slots[0], N, rd), 0);
+	for (int i = 0; i < N; i++)
+		cr_expect_eq(memcmp(rd + i * PAGE, want[i], PAGE), 0, "page %d",
+			     i);
+	cr_expect(upg_swap_matches(b.sw, slots[0], want[0]));
+	want[0][PAGE - 1] ^= 1;
+	cr_expect_not(upg_swap_matches(b.sw, slots[0], want[0]));
+	want[0][PAGE - 1] ^= 1;
+
+	/* The zeros after an object are not data; the object is. */
+	damage(&b, slots[2], PAGE - 1);
+	cr_expect_eq(upg_swap_read(b.sw, b.io, slots[2], 1, rd), 0);
+	cr_expect_eq(memcmp(rd, want[2], PAGE), 0);
+	damage(&b, slots[0], len[0] / 2);
+	cr_expect_eq(upg_swap_read(b.sw, b.io, slots[0], 1, rd), -EBADMSG);
+	damage(&b, slots[1], 100);
+	cr_expect_eq(upg_swap_read(b.sw, b.io, slots[1], 1, rd), -EBADMSG);
+	bare_swap_close(&b);
+	free(buf);
+}
+
+/*
+ * Write-back stores the pool's objects: a written-back text page's slot
+ * holds its LZ4 block, followed by zeros, not the page; every page still
+ * reads back right.
+ */
+Test(swap, writeback_stores_pool_objects)
+{
+	struct upg *u = swap_runtime(NULL);
+	char *m = t_region(u, SIZE), *slot = aligned_alloc(PAGE, PAGE);
+	struct upg_region *r = upg_region_find(u, m);
+	static const char zeros[1024];
+	size_t swapped = 0, objects = 0;
+
+	t_fill(m, NPAGES, T_TEXT);
+	cr_assert_gt(t_stats(u).swap_writeback, NPAGES / 4);
+	for (size_t i = 0; i < NPAGES; i++) {
+		uint64_t v = atomic_load(&r->pte[i]);
+		char page[PAGE];
+
+		if (pte_state(v) != PTE_EVICTED || !(v & PTE_SWAP))
+			continue;
+		swapped++;
+		cr_assert_eq(pread(upg_swap_fd(u->swap), slot, PAGE,
+				   (off_t)(pte_payload(v) * PAGE)),
+			     (ssize_t)PAGE);
+		t_page_fill(page, T_TEXT, i, 0);
+		objects += memcmp(slot, page, PAGE) &&
+			   !memcmp(slot + PAGE - sizeof(zeros), zeros,
+				   sizeof(zeros));
+	}
+	cr_expect_gt(objects, swapped / 2, "%zu objects in %zu swapped pages",
+		     objects, swapped);
+	cr_expect_eq(t_verify(m, NPAGES, T_TEXT), 0);
+	upg_destroy(u);
+	free(slot);
 }
 
 /* Parent and child share the file: neither may overwrite the other. */

@@ -1,0 +1,302 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Write-back: the pool's coldest entries to the swap file, like zswap's
+ * writeback. When the pool's objects pass 3/4 of its limit, evicted entries
+ * are written to the swap file in batches, in address order (so readahead
+ * finds neighbours together), sparing entries stored since the hand last
+ * passed (REF, set at store), until the pool is down to half. Same-filled
+ * entries take no pool space and stay. It runs on the evictor thread,
+ * between eviction batches.
+ *
+ * What goes to the file is the pool's object itself (an LZ4 block, or a
+ * raw page), copied, not decoded: swap.c stores it at the start of a slot
+ * and decodes it when the page is read back. Decompressing every page here
+ * took two thirds of a run's CPU time and kept write-back at 60% of the
+ * file's bandwidth; a helper thread sharing the decompression did not help
+ * on this 2-CPU machine while the program kept the other CPU busy (it got
+ * a third of the pages at best, mostly taking CPU time from the program or
+ * the evictor itself).
+ *
+ * Faults never wait for these writes: an entry is locked only while its
+ * object is copied, stays in the pool while the copy is written, and
+ * afterwards switches to its slot only if nothing touched it meanwhile
+ * (else the slot is freed again).
+ *
+ * Pipeline: up to UPG_WB_DEPTH batches of UPG_WB_BATCH entries are in
+ * flight while the next is copied (with two, the evictor waited for the
+ * file 10-25% of a run; with four, 2-8%), and the staging is the evictor
+ * ring's fixed buffer, so writes do not pin its pages each time (a quarter
+ * of a write's submission cost).
+ *
+ * Locking: the evictor holds regions_lock (read) for a whole run (entries
+ * point into regions) and an entry's page lock while it copies the entry's
+ * pool object.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "runtime.h"
+
+#define WB_ROUNDS 32 /* batches per run: regions_lock is held throughout */
+#define WB_BUF_BYTES ((size_t)UPG_WB_DEPTH * UPG_WB_BATCH << UPG_PAGE_SHIFT)
+
+struct wb_entry {
+	struct upg_region *r;
+	size_t idx;
+	uint64_t old;
+};
+
+/*
+ * A batch: its entries, their objects in staging with lengths and
+ * checksums, and the write.
+ */
+struct wb_batch {
+	struct wb_entry e[UPG_WB_BATCH];
+	void *pages[UPG_WB_BATCH];
+	uint32_t len[UPG_WB_BATCH];
+	struct upg_swap_sum sum[UPG_WB_BATCH];
+	uint64_t slots[UPG_WB_BATCH];
+	size_t n;
+	struct upg_swap_wr w;
+};
+
+/* Write-back state, evictor-private. */
+struct upg_wb {
+	struct wb_batch b[UPG_WB_DEPTH];
+};
+
+/* ------------------------------------------------------------------ */
+/* Selecting                                                           */
+/* ------------------------------------------------------------------ */
+
+static bool pool_above(struct upg *u, unsigned eighths)
+{
+	struct upg_pool_stats ps;
+
+	upg_pool_get_stats(u->pool, &ps);
+	return ps.compressed_bytes > ps.max_bytes / 8 * eighths;
+}
+
+/* Whether entry @v is a write-back candidate; clears REF (second chance). */
+static bool wb_candidate(upg_pte_t *p, uint64_t v)
+{
+	if (pte_state(v) != PTE_EVICTED || (v & (PTE_SWAP | PTE_LOCK)) ||
+	    !(v & PTE_COPY) || upg_pool_kind(pte_payload(v)) == UPG_POOL_SAME)
+		return false;
+	if (v & PTE_REF) {
+		atomic_fetch_and_explicit(p, ~PTE_REF, memory_order_relaxed);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Copy the pool object behind entry @v into part @i of @b's staging, zero
+ * the rest of that page, and checksum it. Return: false for a corrupt
+ * handle (the entry stays in the pool).
+ */
+static bool wb_copy(struct upg *u, struct wb_batch *b, size_t i, uint64_t v)
+{
+	char *page = b->pages[i];
+	const void *obj;
+	int len = upg_pool_object(u->pool, pte_payload(v), &obj);
+
+	if (len <= 0 || len > (int)UPG_PAGE_SIZE)
+		return false;
+	memcpy(page, obj, (size_t)len);
+	memset(page + len, 0, UPG_PAGE_SIZE - (size_t)len);
+	b->len[i] = (uint32_t)len;
+	upg_swap_sum(page, (size_t)len, &b->sum[i]);
+	return true;
+}
+
+/*
+ * Lock entry @idx, and if it is (still) a candidate, make it entry @n of
+ * @b: copy its object. Unlock. Return: whether it joined.
+ */
+static bool wb_take(struct upg *u, struct upg_region *r, size_t idx,
+		    struct wb_batch *b, size_t n)
+{
+	uint64_t v;
+	bool ok;
+
+	if (!pte_trylock(&r->pte[idx], &v))
+		return false;
+	ok = wb_candidate(&r->pte[idx], v) && wb_copy(u, b, n, v);
+	upg_page_publish(u, r, idx, pte_state(v), v);
+	b->e[n] = (struct wb_entry){ r, idx, v };
+	return ok;
+}
+
+/* Fill @b with up to UPG_WB_BATCH candidates from the hand on. */
+static size_t wb_select(struct upg *u, struct wb_batch *b)
+{
+	size_t n = 0, budget = 0;
+
+	for (size_t i = 0; i < u->nregions; i++)
+		budget += 2 * u->regions[i]->npages;
+	while (n < UPG_WB_BATCH && budget) {
+		struct upg_region *r;
+		size_t c;
+
+		if (u->wb_region >= u->nregions)
+			u->wb_region = 0;
+		r = u->regions[u->wb_region];
+		if (u->wb_idx >= r->npages) {
+			u->wb_region++;
+			u->wb_idx = 0;
+			continue;
+		}
+		c = u->wb_idx >> UPG_CHUNK_SHIFT;
+		if (atomic_load(&r->chunk_used[c]) ==
+		    atomic_load(&r->chunk_res[c])) { /* nothing evicted */
+			budget -= MIN(budget, UPG_CHUNK_PAGES);
+			u->wb_idx = (c + 1) << UPG_CHUNK_SHIFT;
+			continue;
+		}
+		budget--;
+		if (wb_candidate(&r->pte[u->wb_idx],
+				 atomic_load(&r->pte[u->wb_idx])) &&
+		    wb_take(u, r, u->wb_idx, b, n))
+			n++;
+		u->wb_idx++;
+	}
+	return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Writing and publishing                                              */
+/* ------------------------------------------------------------------ */
+
+/* Switch an entry to its slot if it is unchanged; else free the slot. */
+static bool wb_publish(struct upg *u, struct wb_entry *e, uint64_t slot)
+{
+	upg_pte_t *p = &e->r->pte[e->idx];
+	uint64_t v;
+
+	if (!pte_trylock(p, &v)) {
+		upg_swap_free(u->swap, slot);
+		return false;
+	}
+	if ((v & ~PTE_REF) != (e->old & ~PTE_REF)) {
+		upg_page_publish(u, e->r, e->idx, pte_state(v), v);
+		upg_swap_free(u->swap, slot);
+		return false;
+	}
+	upg_pool_free(u->pool, pte_payload(v));
+	upg_page_publish(u, e->r, e->idx, PTE_EVICTED,
+			 pte_make(PTE_EVICTED, PTE_COPY | PTE_SWAP, slot));
+	return true;
+}
+
+/* Fill batch @b into staging part @k and start writing it. */
+static size_t wb_start(struct upg *u, struct wb_batch *b, unsigned k)
+{
+	char *buf = u->wb_buf + ((size_t)k * UPG_WB_BATCH << UPG_PAGE_SHIFT);
+
+	for (size_t i = 0; i < UPG_WB_BATCH; i++)
+		b->pages[i] = buf + (i << UPG_PAGE_SHIFT);
+	b->n = wb_select(u, b);
+	if (b->n)
+		upg_swap_write_start(u->swap, u->ev_io, upg_evictor_stats(u),
+				     b->pages, b->len, b->sum, (unsigned)b->n,
+				     b->slots, &b->w);
+	return b->n;
+}
+
+/* Wait for a batch's write and switch its entries to their slots. */
+static void wb_finish(struct upg *u, struct wb_batch *b)
+{
+	struct upg_stat_shard *st = upg_evictor_stats(u);
+	size_t done = 0;
+
+	if (!b->n)
+		return;
+	upg_swap_write_finish(u->swap, u->ev_io, st, &b->w);
+	for (size_t i = 0; i < b->n; i++)
+		done += b->slots[i] && wb_publish(u, &b->e[i], b->slots[i]);
+	upg_stat_add(st, UPG_STAT_swap_writeback, done);
+	b->n = 0;
+}
+
+static bool wb_go_on(struct upg *u)
+{
+	return pool_above(u, 4) && !atomic_load(&u->stopping) &&
+	       !atomic_load(&u->ev_pause) && !upg_swap_failing(u->swap);
+}
+
+/* Round i publishes batch i - UPG_WB_DEPTH and starts batch i in its part. */
+void upg_wb_run(struct upg *u)
+{
+	struct wb_batch *b = u->wb ? u->wb->b : NULL;
+	uint64_t t0;
+	unsigned i, k;
+
+	if (!b || !u->ev_io || !pool_above(u, 6))
+		return;
+	t0 = upg_now_ns();
+	pthread_rwlock_rdlock(&u->regions_lock);
+	for (i = 0; i < WB_ROUNDS && u->nregions && wb_go_on(u); i++) {
+		wb_finish(u, &b[i % UPG_WB_DEPTH]);
+		if (!wb_start(u, &b[i % UPG_WB_DEPTH], i % UPG_WB_DEPTH))
+			break;
+	}
+	for (k = 0; k < UPG_WB_DEPTH; k++) /* oldest first */
+		wb_finish(u, &b[(i + k) % UPG_WB_DEPTH]);
+	pthread_rwlock_unlock(&u->regions_lock);
+	upg_stat_time(upg_evictor_stats(u), UPG_HIST_swap_write,
+		      upg_now_ns() - t0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Setting up                                                          */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The evictor's ring, with the staging as its fixed buffer (optional:
+ * without it each write pins its pages).
+ */
+static int ring_create(struct upg *u)
+{
+	int err = upg_io_create(UPG_WB_DEPTH * UPG_WB_BATCH, &u->ev_io);
+
+	if (err)
+		return upg_seterr(err, "swap file: cannot set up io_uring: %s",
+				  strerror(-err));
+	err = upg_io_register(u->ev_io, u->wb_buf, WB_BUF_BYTES);
+	if (err)
+		upg_dbg("write-back staging not registered: %s",
+			strerror(-err));
+	return 0;
+}
+
+int upg_wb_init(struct upg *u)
+{
+	if (!u->swap)
+		return 0;
+	u->wb_buf = upg_map(WB_BUF_BYTES);
+	u->wb = upg_map(sizeof(*u->wb));
+	if (!u->wb_buf || !u->wb)
+		return upg_seterr(-ENOMEM, "cannot map write-back staging");
+	return ring_create(u);
+}
+
+/* In a fork child: the ring is shared with the parent's. */
+int upg_wb_restart(struct upg *u)
+{
+	if (!u->wb)
+		return 0;
+	upg_io_destroy(u->ev_io);
+	u->ev_io = NULL;
+	return ring_create(u);
+}
+
+void upg_wb_stop(struct upg *u)
+{
+	upg_io_destroy(u->ev_io);
+	u->ev_io = NULL;
+	upg_unmap(u->wb, sizeof(*u->wb));
+	u->wb = NULL;
+	upg_unmap(u->wb_buf, WB_BUF_BYTES);
+	u->wb_buf = NULL;
+}
