@@ -57,24 +57,45 @@ struct wb_batch {
 	struct upg_swap_sum sum[UPG_WB_BATCH];
 	uint64_t slots[UPG_WB_BATCH];
 	size_t n;
+	uint64_t bytes; /* of the objects */
 	struct upg_swap_wr w;
 };
 
-/* Write-back state, evictor-private. */
+/*
+ * Write-back state, evictor-private. @budget: entries the hand may still
+ * pass in this run (one pass over the regions, so that no entry joins two
+ * batches in flight); @inflight: object bytes in batches in flight, still
+ * in the pool until they are published.
+ */
 struct upg_wb {
 	struct wb_batch b[UPG_WB_DEPTH];
+	size_t budget;
+	uint64_t inflight;
 };
 
 /* ------------------------------------------------------------------ */
 /* Selecting                                                           */
 /* ------------------------------------------------------------------ */
 
-static bool pool_above(struct upg *u, unsigned eighths)
+/*
+ * Whether the pool, objects in flight aside, is past its write-back mark:
+ * @start, 3/4 of its limit, or @stop, half of it; both lower for a pool so
+ * small that this would leave less room than two eviction batches of
+ * incompressible pages (which would then go to the file one by one).
+ */
+static bool pool_above(struct upg *u, bool start)
 {
+	const uint64_t room = 2 * UPG_EVICT_BATCH * UPG_PAGE_SIZE;
 	struct upg_pool_stats ps;
+	uint64_t inflight = u->wb->inflight, max, mark;
 
 	upg_pool_get_stats(u->pool, &ps);
-	return ps.compressed_bytes > ps.max_bytes / 8 * eighths;
+	max = ps.max_bytes;
+	if (start)
+		mark = MIN(max / 8 * 6, max - MIN(max, room / 2));
+	else
+		mark = MIN(max / 2, max - MIN(max, room));
+	return ps.compressed_bytes - MIN(ps.compressed_bytes, inflight) > mark;
 }
 
 /* Whether entry @v is a write-back candidate; clears REF (second chance). */
@@ -131,11 +152,9 @@ static bool wb_take(struct upg *u, struct upg_region *r, size_t idx,
 /* Fill @b with up to UPG_WB_BATCH candidates from the hand on. */
 static size_t wb_select(struct upg *u, struct wb_batch *b)
 {
-	size_t n = 0, budget = 0;
+	size_t n = 0, *budget = &u->wb->budget;
 
-	for (size_t i = 0; i < u->nregions; i++)
-		budget += 2 * u->regions[i]->npages;
-	while (n < UPG_WB_BATCH && budget) {
+	while (n < UPG_WB_BATCH && *budget) {
 		struct upg_region *r;
 		size_t c;
 
@@ -150,11 +169,11 @@ static size_t wb_select(struct upg *u, struct wb_batch *b)
 		c = u->wb_idx >> UPG_CHUNK_SHIFT;
 		if (atomic_load(&r->chunk_used[c]) ==
 		    atomic_load(&r->chunk_res[c])) { /* nothing evicted */
-			budget -= MIN(budget, UPG_CHUNK_PAGES);
+			*budget -= MIN(*budget, UPG_CHUNK_PAGES);
 			u->wb_idx = (c + 1) << UPG_CHUNK_SHIFT;
 			continue;
 		}
-		budget--;
+		(*budget)--;
 		if (wb_candidate(&r->pte[u->wb_idx],
 				 atomic_load(&r->pte[u->wb_idx])) &&
 		    wb_take(u, r, u->wb_idx, b, n))
@@ -197,6 +216,10 @@ static size_t wb_start(struct upg *u, struct wb_batch *b, unsigned k)
 	for (size_t i = 0; i < UPG_WB_BATCH; i++)
 		b->pages[i] = buf + (i << UPG_PAGE_SHIFT);
 	b->n = wb_select(u, b);
+	b->bytes = 0;
+	for (size_t i = 0; i < b->n; i++)
+		b->bytes += b->len[i];
+	u->wb->inflight += b->bytes;
 	if (b->n)
 		upg_swap_write_start(u->swap, u->ev_io, upg_evictor_stats(u),
 				     b->pages, b->len, b->sum, (unsigned)b->n,
@@ -216,12 +239,13 @@ static void wb_finish(struct upg *u, struct wb_batch *b)
 	for (size_t i = 0; i < b->n; i++)
 		done += b->slots[i] && wb_publish(u, &b->e[i], b->slots[i]);
 	upg_stat_add(st, UPG_STAT_swap_writeback, done);
+	u->wb->inflight -= b->bytes;
 	b->n = 0;
 }
 
 static bool wb_go_on(struct upg *u)
 {
-	return pool_above(u, 4) && !atomic_load(&u->stopping) &&
+	return pool_above(u, false) && !atomic_load(&u->stopping) &&
 	       !atomic_load(&u->ev_pause) && !upg_swap_failing(u->swap);
 }
 
@@ -232,10 +256,13 @@ void upg_wb_run(struct upg *u)
 	uint64_t t0;
 	unsigned i, k;
 
-	if (!b || !u->ev_io || !pool_above(u, 6))
-		return;
+	if (!b || !u->ev_io || !pool_above(u, true))
+		return; /* (nothing is in flight between runs) */
 	t0 = upg_now_ns();
 	pthread_rwlock_rdlock(&u->regions_lock);
+	u->wb->budget = 0;
+	for (i = 0; i < u->nregions; i++)
+		u->wb->budget += u->regions[i]->npages;
 	for (i = 0; i < WB_ROUNDS && u->nregions && wb_go_on(u); i++) {
 		wb_finish(u, &b[i % UPG_WB_DEPTH]);
 		if (!wb_start(u, &b[i % UPG_WB_DEPTH], i % UPG_WB_DEPTH))

@@ -484,6 +484,35 @@ Test(swap, writeback_stores_pool_objects)
 	free(slot);
 }
 
+/*
+ * Every page written is one that left the pool (write-back) or went
+ * straight to the file: no entry joins two batches in flight together.
+ * (With a small pool of incompressible pages, runs kept selecting the
+ * entries in flight, still in the pool until published, and wrote most
+ * pages two to four times.)
+ */
+Test(swap, writeback_writes_each_page_once)
+{
+	struct upg *u = swap_runtime(NULL);
+	size_t n = 32 * MiB / PAGE;
+	char *m = t_region(u, 32 * MiB);
+	struct upg_stats s;
+
+	t_fill(m, n, T_RANDOM);
+	upg_evict_pause(u); /* between passes: no write-back run half done */
+	s = t_stats(u);
+	upg_evict_resume(u);
+	cr_expect_gt(s.swap_writeback, n / 4);
+	cr_expect_leq(s.swap_writes - s.swap_writeback - s.swap_direct,
+		      s.swap_writes / 100,
+		      "%llu writes: %llu written back, %llu direct",
+		      (unsigned long long)s.swap_writes,
+		      (unsigned long long)s.swap_writeback,
+		      (unsigned long long)s.swap_direct);
+	cr_expect_eq(t_verify(m, n, T_RANDOM), 0);
+	upg_destroy(u);
+}
+
 /* Parent and child share the file: neither may overwrite the other. */
 Test(swap, fork_shares_the_file_safely)
 {
