@@ -51,7 +51,10 @@
 
 #define SLOTS_MAX (1ULL << 28) /* 1 TiB of 4 KiB slots */
 #define REF_PINNED 255
-#define GROW_SLOTS 4096ULL	      /* the file grows 16 MiB at a time */
+#define GROW_SLOTS 4096ULL    /* the file grows by 16 MiB or 1/8 */
+#define RUN_MIN 16	      /* a free run worth writing into */
+#define SCAN_MAX (1ULL << 16) /* slots looked at per allocation */
+#define NONE UINT64_MAX
 #define FAIL_BACKOFF_NS 1000000000ULL /* no writes for 1 s after a failure */
 
 enum cause { C_NOSPC, C_IO, C_SHORT, C_OTHER, C_NR };
@@ -75,10 +78,12 @@ struct upg_swap {
 	int fd;
 	bool blockdev;
 	char name[256];
-	uint64_t nslots; /* limit */
-	uint64_t cursor;
+	uint64_t nslots;	      /* limit */
+	uint64_t cursor;	      /* next-fit inside the file */
+	uint64_t tail;		      /* where the last run appended ended */
 	_Atomic uint64_t used;	      /* slots this process references */
 	_Atomic uint64_t *file_slots; /* shared: slots the file has room for */
+	_Atomic uint64_t *inuse;      /* shared: slots with a reference */
 	_Atomic uint8_t *ref;	      /* shared: references per slot */
 	struct slot *slot;	      /* shared */
 	_Atomic uint64_t fail_until;
@@ -220,6 +225,7 @@ static void *map_shared(size_t len)
 static int map_slots(struct upg_swap *sw)
 {
 	sw->file_slots = map_shared(UPG_PAGE_SIZE);
+	sw->inuse = sw->file_slots ? sw->file_slots + 1 : NULL;
 	sw->ref = map_shared(sw->nslots);
 	sw->slot = map_shared(sw->nslots * sizeof(*sw->slot));
 	return sw->file_slots && sw->ref && sw->slot ? 0 : -ENOMEM;
@@ -264,7 +270,7 @@ int upg_swap_open(const char *path, size_t max, bool direct,
 	if (sw->blockdev)
 		*sw->file_slots = sw->nslots;
 	sw->ref[0] = REF_PINNED; /* slot 0 means "none" */
-	sw->cursor = 1;
+	sw->cursor = sw->tail = 1;
 	*out = sw;
 	return 0;
 
@@ -306,6 +312,8 @@ void upg_swap_free(struct upg_swap *sw, uint64_t slot)
 			break;
 	} while (!atomic_compare_exchange_weak(&sw->ref[slot], &r,
 					       (uint8_t)(r - 1)));
+	if (r == 1) /* the last reference */
+		atomic_fetch_sub_explicit(sw->inuse, 1, memory_order_relaxed);
 	atomic_fetch_sub_explicit(&sw->used, 1, memory_order_relaxed);
 }
 
@@ -314,7 +322,10 @@ static bool take(struct upg_swap *sw, uint64_t s)
 {
 	uint8_t zero = 0;
 
-	return atomic_compare_exchange_strong(&sw->ref[s], &zero, 1);
+	if (!atomic_compare_exchange_strong(&sw->ref[s], &zero, 1))
+		return false;
+	atomic_fetch_add_explicit(sw->inuse, 1, memory_order_relaxed);
+	return true;
 }
 
 void upg_swap_fork(struct upg_swap *sw)
@@ -339,7 +350,7 @@ static int grow(struct upg_swap *sw, uint64_t end)
 		return 0;
 	if (sw->blockdev)
 		return -ENOSPC;
-	want = MIN(MAX(end, have + GROW_SLOTS), sw->nslots);
+	want = MIN(MAX(end, have + MAX(GROW_SLOTS, have / 8)), sw->nslots);
 	/* Near a full file system, a smaller step may still fit. */
 	while (fallocate(sw->fd, 0, (off_t)(have << UPG_PAGE_SHIFT),
 			 (off_t)((want - have) << UPG_PAGE_SHIFT)) < 0) {
@@ -361,23 +372,86 @@ static uint64_t next_free(struct upg_swap *sw, uint64_t from)
 	return from;
 }
 
+/* Whether at least 3/4 of the file's slots are in use. */
+static bool file_full(struct upg_swap *sw, uint64_t file)
+{
+	uint64_t inuse = atomic_load_explicit(sw->inuse, memory_order_relaxed);
+
+	return file <= 1 || inuse * 4 >= (file - 1) * 3;
+}
+
 /*
- * Allocate up to @want contiguous slots, next-fit; the file grows first.
+ * Next-fit inside the file: the first run of @min free slots from the
+ * cursor on, wrapping at the file's end, looking at SCAN_MAX slots at
+ * most; failing that, the first free slot seen. Return: NONE if none.
+ */
+static uint64_t find_in_file(struct upg_swap *sw, uint64_t file, unsigned min)
+{
+	uint64_t s = sw->cursor < file ? sw->cursor : 1, any = NONE, run = 0;
+
+	for (uint64_t seen = 0; seen < MIN(SCAN_MAX, file - 1); seen++, s++) {
+		if (s >= file) { /* wrap: a run does not span the end */
+			s = 1;
+			run = 0;
+		}
+		if (slot_used(sw, s)) {
+			run = 0;
+			continue;
+		}
+		if (any == NONE)
+			any = s;
+		if (++run == min)
+			return s + 1 - min;
+	}
+	return any;
+}
+
+/*
+ * Where to allocate up to @want slots. Freed slots inside the file are
+ * reused first (next-fit, preferring runs of RUN_MIN slots, so a batch
+ * stays one or a few requests and readahead finds neighbours together).
+ * Once 3/4 of the file is in use, runs are appended instead: after the
+ * last appended run, into the room the last growth left, and the file
+ * grows when that is used up. So the file stays within 4/3 of the slots
+ * in use plus a growth step, where it used to grow by every write while
+ * freed slots piled up behind the cursor. Return: the first slot (nslots
+ * if there is none); in *@end where the run must stop (the file's end
+ * when reusing); in *@append whether it is appended.
+ */
+static uint64_t place(struct upg_swap *sw, unsigned want, uint64_t *end,
+		      bool *append)
+{
+	uint64_t file = atomic_load(sw->file_slots), s = NONE;
+
+	*end = file;
+	*append = false;
+	if (!file_full(sw, file))
+		s = find_in_file(sw, file, MIN(want, RUN_MIN));
+	if (s != NONE)
+		return s;
+	*end = sw->nslots;
+	*append = true;
+	s = next_free(sw, MAX(sw->tail, 1));
+	return s < sw->nslots ? s : next_free(sw, 1); /* at its limit */
+}
+
+/*
+ * Allocate up to @want contiguous slots; the file grows first if needed.
  * Return: how many (from *@first), 0 with *@err set when none.
  */
 static unsigned alloc_run(struct upg_swap *sw, unsigned want, uint64_t *first,
 			  int *err)
 {
-	uint64_t s = next_free(sw, sw->cursor);
+	uint64_t end, s;
 	unsigned n = 0;
+	bool append;
 
-	if (s >= sw->nslots)
-		s = next_free(sw, 1); /* wrap around once */
+	s = place(sw, want, &end, &append);
 	if (s >= sw->nslots) {
 		*err = -ENOSPC;
 		return 0;
 	}
-	while (n < want && s + n < sw->nslots && !slot_used(sw, s + n))
+	while (n < want && s + n < end && !slot_used(sw, s + n))
 		n++;
 	*err = grow(sw, s + n);
 	if (*err)
@@ -390,6 +464,8 @@ static unsigned alloc_run(struct upg_swap *sw, unsigned want, uint64_t *first,
 	}
 	atomic_fetch_add_explicit(&sw->used, n, memory_order_relaxed);
 	sw->cursor = s + n + !n;
+	if (append)
+		sw->tail = s + n;
 	*first = s;
 	if (!n)
 		*err = -EAGAIN;

@@ -4,10 +4,12 @@
  * slot, stored whole or as the pool's LZ4 object of it (write-back copies
  * objects without decoding them), each slot with a 128-bit checksum.
  *
- * Slots are allocated by one thread only (the evictor), next-fit from a
- * cursor so that pages written together sit together in the file (swap-in
- * readahead reads them back in one request); they are freed from any
- * thread. Slot 0 is never used, so that 0 can mean "none".
+ * Slots are allocated by one thread only (the evictor), in runs, so that
+ * pages written together sit together in the file (swap-in readahead reads
+ * them back in one request): next-fit among the file's free slots, or at
+ * its end once 3/4 of it is in use, so the file stays within 4/3 of the
+ * slots in use (plus a growth step). They are freed from any thread. Slot 0
+ * is never used, so that 0 can mean "none".
  */
 #ifndef UPG_SWAP_H
 #define UPG_SWAP_H

@@ -513,6 +513,39 @@ Test(swap, writeback_writes_each_page_once)
 	upg_destroy(u);
 }
 
+/*
+ * Rewriting swapped pages over and over frees slots as fast as it takes
+ * them: the file reuses them instead of growing by every pass (it grew by
+ * about the region's size per pass, up to the file system's end).
+ */
+Test(swap, file_reuses_freed_slots)
+{
+	/* A cap, so that a regression cannot fill the file system. */
+	static const char *const opts[] = { "POOL_MAX=1M", "SWAP_MAX=1G",
+					    NULL };
+	struct upg *u = t_runtime(BUDGET, opts);
+	size_t n = 32 * MiB / PAGE;
+	char *m = t_region(u, 32 * MiB);
+	uint64_t peak = 0;
+	struct upg_stats s;
+
+	for (uint64_t pass = 0; pass < 6; pass++) {
+		for (size_t p = 0; p < n; p++)
+			t_page_fill(m + p * PAGE, T_RANDOM, p, pass);
+		s = t_stats(u);
+		peak = MAX(peak, s.swap_slots_used);
+	}
+	for (size_t p = 0; p < n; p++)
+		cr_assert(t_page_check(m + p * PAGE, T_RANDOM, p, 5), "%zu", p);
+	s = t_stats(u);
+	cr_expect_gt(s.swap_writes, 3 * n, "the file was barely used");
+	cr_expect_leq(s.swap_file_bytes, (peak * 4 / 3 + 8192) * PAGE,
+		      "file %llu MiB for at most %llu slots in use",
+		      (unsigned long long)s.swap_file_bytes >> 20,
+		      (unsigned long long)peak);
+	upg_destroy(u);
+}
+
 /* Parent and child share the file: neither may overwrite the other. */
 Test(swap, fork_shares_the_file_safely)
 {
