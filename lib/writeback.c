@@ -17,8 +17,10 @@
  * a third of the pages at best, mostly taking CPU time from the program or
  * the evictor itself).
  *
- * Faults never wait for these writes: an entry is locked only while its
- * object is copied, stays in the pool while the copy is written, and
+ * Faults never wait for these writes: an entry is locked only from its
+ * selection to the copy of its object (a batch's selection, tens of us:
+ * the objects are prefetched meanwhile, as copying them cold took most of
+ * write-back's CPU time), stays in the pool while the copy is written, and
  * afterwards switches to its slot only if nothing touched it meanwhile
  * (else the slot is freed again).
  *
@@ -29,8 +31,8 @@
  * of a write's submission cost).
  *
  * Locking: the evictor holds regions_lock (read) for a whole run (entries
- * point into regions) and an entry's page lock while it copies the entry's
- * pool object.
+ * point into regions), and the page locks of a batch's entries from their
+ * selection until their objects are copied.
  */
 #include <errno.h>
 #include <string.h>
@@ -44,6 +46,7 @@ struct wb_entry {
 	struct upg_region *r;
 	size_t idx;
 	uint64_t old;
+	const void *obj; /* its pool object, while the entry is locked */
 };
 
 /*
@@ -111,45 +114,57 @@ static bool wb_candidate(upg_pte_t *p, uint64_t v)
 	return true;
 }
 
-/*
- * Copy the pool object behind entry @v into part @i of @b's staging, zero
- * the rest of that page, and checksum it. Return: false for a corrupt
- * handle (the entry stays in the pool).
- */
-static bool wb_copy(struct upg *u, struct wb_batch *b, size_t i, uint64_t v)
+/* Start loading @len bytes at @p into the cache. */
+static void prefetch(const void *p, int len)
 {
-	char *page = b->pages[i];
-	const void *obj;
-	int len = upg_pool_object(u->pool, pte_payload(v), &obj);
-
-	if (len <= 0 || len > (int)UPG_PAGE_SIZE)
-		return false;
-	memcpy(page, obj, (size_t)len);
-	memset(page + len, 0, UPG_PAGE_SIZE - (size_t)len);
-	b->len[i] = (uint32_t)len;
-	upg_swap_sum(page, (size_t)len, &b->sum[i]);
-	return true;
+	for (int off = 0; off < len; off += UPG_CACHELINE)
+		__builtin_prefetch((const char *)p + off);
 }
 
 /*
- * Lock entry @idx, and if it is (still) a candidate, make it entry @n of
- * @b: copy its object. Unlock. Return: whether it joined.
+ * Lock entry @idx, and if it is (still) a candidate with an object, make
+ * it entry @n of @b, still locked, and start loading its object (it is
+ * cold: copying it stalled on memory for most of write-back's CPU time).
+ * Return: whether it joined; if not, it is unlocked.
  */
 static bool wb_take(struct upg *u, struct upg_region *r, size_t idx,
 		    struct wb_batch *b, size_t n)
 {
+	struct wb_entry *e = &b->e[n];
 	uint64_t v;
-	bool ok;
+	int len = 0;
 
 	if (!pte_trylock(&r->pte[idx], &v))
 		return false;
-	ok = wb_candidate(&r->pte[idx], v) && wb_copy(u, b, n, v);
-	upg_page_publish(u, r, idx, pte_state(v), v);
-	b->e[n] = (struct wb_entry){ r, idx, v };
-	return ok;
+	if (wb_candidate(&r->pte[idx], v))
+		len = upg_pool_object(u->pool, pte_payload(v), &e->obj);
+	if (len <= 0 || len > (int)UPG_PAGE_SIZE) {
+		upg_page_publish(u, r, idx, pte_state(v), v);
+		return false;
+	}
+	*e = (struct wb_entry){ r, idx, v, e->obj };
+	b->len[n] = (uint32_t)len;
+	prefetch(e->obj, len);
+	return true;
 }
 
-/* Fill @b with up to UPG_WB_BATCH candidates from the hand on. */
+/*
+ * Copy entry @i's object into its page of staging, zero the rest of the
+ * page, checksum it and unlock the entry.
+ */
+static void wb_copy(struct upg *u, struct wb_batch *b, size_t i)
+{
+	struct wb_entry *e = &b->e[i];
+	char *page = b->pages[i];
+	size_t len = b->len[i];
+
+	memcpy(page, e->obj, len);
+	memset(page + len, 0, UPG_PAGE_SIZE - len);
+	upg_swap_sum(page, len, &b->sum[i]);
+	upg_page_publish(u, e->r, e->idx, pte_state(e->old), e->old);
+}
+
+/* Take up to UPG_WB_BATCH candidates from the hand on into @b, locked. */
 static size_t wb_select(struct upg *u, struct wb_batch *b)
 {
 	size_t n = 0, *budget = &u->wb->budget;
@@ -217,8 +232,10 @@ static size_t wb_start(struct upg *u, struct wb_batch *b, unsigned k)
 		b->pages[i] = buf + (i << UPG_PAGE_SHIFT);
 	b->n = wb_select(u, b);
 	b->bytes = 0;
-	for (size_t i = 0; i < b->n; i++)
+	for (size_t i = 0; i < b->n; i++) {
+		wb_copy(u, b, i);
 		b->bytes += b->len[i];
+	}
 	u->wb->inflight += b->bytes;
 	if (b->n)
 		upg_swap_write_start(u->swap, u->ev_io, upg_evictor_stats(u),
