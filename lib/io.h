@@ -41,6 +41,7 @@ bool upg_io_is_fixed(const struct upg_io *io, const void *buf, size_t len);
 
 /*
  * upg_io_run() - submit @n transfers on @fd and wait for all of them
+ * (reads by polling a while, yielding the CPU, then by sleeping)
  * Each op's res says how it went. Return: the number that failed.
  */
 unsigned upg_io_run(struct upg_io *io, int fd, struct upg_io_op *ops,

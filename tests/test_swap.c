@@ -336,6 +336,43 @@ Test(swap, fixed_buffer_transfers_round_trip)
 	free(buf);
 }
 
+/*
+ * Reads are waited for by polling, then sleeping: sixteen reads in one
+ * run, whose completions come in any order, each land in their own page.
+ */
+Test(swap, polled_reads_land_in_their_pages)
+{
+	enum { N = 16 };
+	char path[] = "/tmp/upg-io-XXXXXX";
+	char *buf = aligned_alloc(PAGE, 2 * N * PAGE), *rd = buf + N * PAGE;
+	struct upg_io_op op[N];
+	struct upg_io *io;
+	int fd = mkstemp(path);
+
+	cr_assert_geq(fd, 0);
+	unlink(path);
+	for (size_t i = 0; i < N * PAGE; i++)
+		buf[i] = (char)(i / PAGE * 31 + i % 251);
+	cr_assert_eq(pwrite(fd, buf, N * PAGE, 0), (ssize_t)(N * PAGE));
+	cr_assert_eq(upg_io_create(N, &io), 0);
+	for (int k = 0; k < 3; k++) {
+		memset(rd, 0, N * PAGE);
+		for (int i = 0; i < N; i++) /* page i from page N-1-i */
+			op[i] = (struct upg_io_op){ rd + i * PAGE, PAGE,
+						    (uint64_t)(N - 1 - i) *
+							    PAGE,
+						    0 };
+		cr_assert_eq(upg_io_run(io, fd, op, N, false), 0);
+		for (int i = 0; i < N; i++)
+			cr_assert_eq(memcmp(rd + i * PAGE,
+					    buf + (N - 1 - i) * PAGE, PAGE),
+				     0, "round %d, page %d", k, i);
+	}
+	upg_io_destroy(io);
+	close(fd);
+	free(buf);
+}
+
 /* The evictor's write-back staging is its ring's fixed buffer. */
 Test(swap, writeback_buffer_is_registered)
 {
