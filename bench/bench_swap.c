@@ -4,18 +4,32 @@
  * one JSON line per phase:
  *
  *   swapin     random single-page swap-ins (readahead and fault-around off)
- *              against a bare io_uring 4 KiB read of the same file system
- *              (O_DIRECT, queue depth 1): p50/p99 of both and the ratio;
+ *              against a bare io_uring 4 KiB read, queue depth 1, of a new
+ *              file on the same file system in the swap file's mode
+ *              (O_DIRECT or buffered, from UPG_SWAP_DIRECT; buffered, both
+ *              mostly hit the page cache): p50/p99 of both and the ratio;
  *   scan       a sequential scan of swapped data with readahead against
  *              the same scan with UPG_SWAP_READAHEAD=1: MB/s and the ratio;
  *   writeback  write-back throughput (pages written per second of
  *              write-back batch time: selecting, decompressing, hashing,
  *              writing and publishing) while a fill pushes everything
  *              through a 32 MiB pool, against the file's own sequential
- *              write bandwidth with requests of a batch's size (512 KiB
- *              O_DIRECT, queue depth 1); also the fill's own rate.
+ *              write bandwidth: a new file on the same file system, in
+ *              the swap file's mode (O_DIRECT or buffered, from
+ *              UPG_SWAP_DIRECT), 512 KiB, 1 MiB and 4 MiB requests at
+ *              queue depths 1 and 4, each measured before and after the
+ *              fills and averaged, the best shape's average; also the
+ *              file's bandwidth with 512 KiB requests at depth 1 (what
+ *              sessions 1-2 compared with) and the fill's own rate.
+ *              Twice: "writeback" fills a new swap file, against a new
+ *              bare file; "writeback_reuse" then gives that region back
+ *              and fills another, whose pages go to the slots it freed,
+ *              against a bare file written over (a first write to a
+ *              block costs ext4 an unwritten-extent conversion that
+ *              rewrites do not pay).
  *
- * Usage: bench_swap [--quick] [--dir DIR]   (default dir: $TMPDIR or /var/tmp)
+ * Usage: bench_swap [--quick] [--dir DIR] [--phase swapin|scan|writeback]
+ * (default dir: $TMPDIR or /var/tmp; default: every phase)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -34,6 +48,7 @@
 
 static size_t size_mb = 256;
 static const char *dir;
+static bool direct = true; /* the swap file's mode, from UPG_SWAP_DIRECT */
 
 static double now(void)
 {
@@ -70,6 +85,7 @@ static struct upg *runtime(unsigned readahead, unsigned cluster, size_t pool)
 	p.swap_readahead = readahead;
 	if (dir)
 		snprintf(p.swap_file, sizeof(p.swap_file), "%s", dir);
+	direct = p.swap_direct;
 	if (upg_create(&p, &u))
 		goto fail;
 	return u;
@@ -104,6 +120,7 @@ static struct upg_stats stats(struct upg *u)
 
 /* ---- bare io_uring on a file of the same file system ---- */
 
+/* A new file of @bytes in the swap file's directory and mode. */
 static int bare_file(size_t bytes)
 {
 	char path[512];
@@ -111,7 +128,7 @@ static int bare_file(size_t bytes)
 	int fd;
 
 	snprintf(path, sizeof(path), "%s", d && *d ? d : "/var/tmp");
-	fd = open(path, O_TMPFILE | O_RDWR | O_DIRECT, 0600);
+	fd = open(path, O_TMPFILE | O_RDWR | (direct ? O_DIRECT : 0), 0600);
 	if (fd < 0 || fallocate(fd, 0, 0, (off_t)bytes) < 0) {
 		fprintf(stderr, "bench_swap: %s: %s\n", path, strerror(errno));
 		exit(1);
@@ -238,44 +255,150 @@ static void phase_scan(void)
 	       size_mb, ra, f_ra, no, f_no, ra / no);
 }
 
-static void phase_writeback(void)
+/*
+ * The file's sequential write bandwidth with one request shape, MB/s: into
+ * a new file's fallocated (unwritten) blocks, or with @overwrite into
+ * blocks written before (as a swap file's are once its slots are reused).
+ */
+static double bare_write_mbs(size_t bytes, size_t req, unsigned depth,
+			     bool overwrite)
 {
-	/* A pool large enough that a write-back run is many batches long. */
-	struct upg *u = runtime(32, 16, 32 * MiB);
-	size_t bytes = size_mb * MiB;
-	double fill, bare, busy;
+	int fd = bare_file(bytes);
+	char *buf = aligned_alloc(PAGE, req);
 	struct io_uring ring;
-	struct upg_stats s;
-	char *buf;
-	int fd;
+	double secs;
 
-	filled(u, bytes, &fill);
-	s = stats(u);
-	busy = (double)s.lat_swap_write.sum_ns * 1e-9;
-	upg_destroy(u);
-	fd = bare_file(bytes);
-	buf = aligned_alloc(PAGE, 512 * 1024);
-	memset(buf, 'x', 512 * 1024);
+	memset(buf, 'x', req);
 	io_uring_queue_init(64, &ring, 0);
-	bare = bare_write(&ring, fd, buf, bytes, 512 * 1024, 1);
+	if (overwrite)
+		bare_write(&ring, fd, buf, bytes, req, depth);
+	secs = bare_write(&ring, fd, buf, bytes, req, depth);
 	io_uring_queue_exit(&ring);
 	close(fd);
 	free(buf);
-	printf("{\"phase\":\"writeback\",\"pages_written\":%llu,"
+	return (double)bytes / MiB / secs;
+}
+
+struct bare_bw {
+	double best, at_512k_qd1;
+	size_t best_req;
+	unsigned best_depth;
+};
+
+#define NREQS 3
+#define NDEPTHS 2
+
+/*
+ * The file's bandwidth with each request size and depth, measured @reps
+ * times (around the fill, on a shared machine), averaged per shape; the
+ * best shape's average is the file's bandwidth. (The best single
+ * measurement would favour the file by the noise.)
+ */
+static void bare_bandwidth(struct bare_bw *b, double sum[NREQS][NDEPTHS],
+			   unsigned reps, bool overwrite)
+{
+	static const size_t reqs[NREQS] = { 512 * 1024, MiB, 4 * MiB };
+	static const unsigned depths[NDEPTHS] = { 1, 4 };
+	size_t bytes = size_mb * MiB;
+
+	for (size_t i = 0; i < NREQS; i++) {
+		for (size_t j = 0; j < NDEPTHS; j++) {
+			double mbs;
+
+			sum[i][j] += bare_write_mbs(bytes, reqs[i], depths[j],
+						    overwrite);
+			mbs = sum[i][j] / reps;
+			if (i == 0 && j == 0)
+				b->at_512k_qd1 = mbs;
+			if (mbs <= b->best)
+				continue;
+			b->best = mbs;
+			b->best_req = reqs[i];
+			b->best_depth = depths[j];
+		}
+	}
+}
+
+/* Statistics once the evictor has settled (no write-back run half done). */
+static struct upg_stats settled(struct upg *u)
+{
+	struct upg_stats s = stats(u), t;
+
+	for (int i = 0; i < 100; i++) {
+		usleep(20 * 1000);
+		t = stats(u);
+		if (t.swap_writeback == s.swap_writeback &&
+		    t.lat_swap_write.count == s.lat_swap_write.count)
+			break;
+		s = t;
+	}
+	return t;
+}
+
+/* Write-back throughput: pages written back per second of run time. */
+static double wb_mbs(const struct upg_stats *s, const struct upg_stats *from)
+{
+	double pages = (double)(s->swap_writeback - from->swap_writeback);
+	double ns = (double)(s->lat_swap_write.sum_ns -
+			     from->lat_swap_write.sum_ns);
+
+	return pages * PAGE / MiB / (ns * 1e-9);
+}
+
+static void print_wb(const char *phase, const struct upg_stats *s,
+		     const struct upg_stats *from, double fill,
+		     const struct bare_bw *bw)
+{
+	double wb = wb_mbs(s, from);
+
+	printf("{\"phase\":\"%s\",\"pages_written\":%llu,"
 	       "\"written_back\":%llu,\"fill_s\":%.2f,\"fill_mbs\":%.1f,"
 	       "\"writeback_mbs\":%.1f,\"file_seq_write_mbs\":%.1f,"
-	       "\"ratio\":%.2f}\n",
-	       (unsigned long long)s.swap_writes,
-	       (unsigned long long)s.swap_writeback, fill,
-	       (double)bytes / MiB / fill,
-	       (double)s.swap_writeback * PAGE / MiB / busy,
-	       (double)bytes / MiB / bare,
-	       (double)s.swap_writeback * PAGE / MiB / busy /
-		       ((double)bytes / MiB / bare));
+	       "\"file_best_req_kb\":%zu,\"file_best_depth\":%u,"
+	       "\"file_512k_qd1_mbs\":%.1f,\"ratio\":%.2f,"
+	       "\"ratio_512k_qd1\":%.2f}\n",
+	       phase, (unsigned long long)(s->swap_writes - from->swap_writes),
+	       (unsigned long long)(s->swap_writeback - from->swap_writeback),
+	       fill, (double)size_mb / fill, wb, bw->best, bw->best_req / 1024,
+	       bw->best_depth, bw->at_512k_qd1, wb / bw->best,
+	       wb / bw->at_512k_qd1);
+}
+
+/*
+ * Two fills of 256 MiB through a 32 MiB pool (large enough that a
+ * write-back run is many batches long): the first into a new swap file,
+ * against a new bare file; the second, after the first region is given
+ * back, into the slots it freed, against a bare file written over.
+ */
+static void phase_writeback(void)
+{
+	struct upg *u = runtime(32, 16, 32 * MiB);
+	size_t bytes = size_mb * MiB;
+	double fresh_sum[NREQS][NDEPTHS] = { { 0 } };
+	double reuse_sum[NREQS][NDEPTHS] = { { 0 } };
+	struct bare_bw fresh = { 0 }, reuse = { 0 };
+	struct upg_stats s0 = { 0 }, s1, s2;
+	double fill1, fill2;
+	char *m;
+
+	bare_bandwidth(&fresh, fresh_sum, 1, false);
+	bare_bandwidth(&reuse, reuse_sum, 1, true);
+	m = filled(u, bytes, &fill1);
+	s1 = settled(u);
+	upg_release(u, m);
+	filled(u, bytes, &fill2);
+	s2 = settled(u);
+	upg_destroy(u);
+	fresh.best = reuse.best = 0;
+	bare_bandwidth(&fresh, fresh_sum, 2, false);
+	bare_bandwidth(&reuse, reuse_sum, 2, true);
+	print_wb("writeback", &s1, &s0, fill1, &fresh);
+	print_wb("writeback_reuse", &s2, &s1, fill2, &reuse);
 }
 
 int main(int argc, char **argv)
 {
+	const char *phase = NULL;
 	size_t n = 20000;
 
 	for (int i = 1; i < argc; i++) {
@@ -284,14 +407,20 @@ int main(int argc, char **argv)
 			n = 3000;
 		} else if (!strcmp(argv[i], "--dir") && i + 1 < argc) {
 			dir = argv[++i];
+		} else if (!strcmp(argv[i], "--phase") && i + 1 < argc) {
+			phase = argv[++i];
 		} else {
-			fprintf(stderr, "usage: bench_swap [--quick] "
-					"[--dir DIR]\n");
+			fprintf(stderr,
+				"usage: bench_swap [--quick] [--dir DIR] "
+				"[--phase swapin|scan|writeback]\n");
 			return 2;
 		}
 	}
-	phase_swapin(n);
-	phase_scan();
-	phase_writeback();
+	if (!phase || !strcmp(phase, "swapin"))
+		phase_swapin(n);
+	if (!phase || !strcmp(phase, "scan"))
+		phase_scan();
+	if (!phase || !strcmp(phase, "writeback"))
+		phase_writeback();
 	return 0;
 }

@@ -43,9 +43,13 @@ for r in (json.loads(l) for l in open(sys.argv[1]) if l.strip()):
         print(f"{mode:9s} scan {r['readahead_mbs']:.0f} MB/s with readahead, "
               f"{r['no_readahead_mbs']:.0f} without: {r['ratio']:.2f}x "
               f"(target >= 5: {ok})")
-    elif p == "writeback":
+    elif p in ("writeback", "writeback_reuse"):
         ok = "met" if r["ratio"] >= 0.8 else "MISSED"
-        print(f"{mode:9s} write-back {r['writeback_mbs']:.0f} MB/s vs the "
-              f"file's {r['file_seq_write_mbs']:.0f} MB/s: {r['ratio']:.2f} "
-              f"(target >= 0.8: {ok}); fill {r['fill_mbs']:.0f} MB/s")
+        what = "write-back" if p == "writeback" else "reused slots"
+        print(f"{mode:9s} {what} {r['writeback_mbs']:.0f} MB/s vs the "
+              f"file's {r['file_seq_write_mbs']:.0f} MB/s "
+              f"({r['file_best_req_kb']} KiB x {r['file_best_depth']}): "
+              f"{r['ratio']:.2f} (target >= 0.8: {ok}); "
+              f"vs 512 KiB x 1: {r['file_512k_qd1_mbs']:.0f} MB/s, "
+              f"{r['ratio_512k_qd1']:.2f}; fill {r['fill_mbs']:.0f} MB/s")
 PY

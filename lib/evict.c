@@ -769,201 +769,6 @@ static size_t chunk_group(const struct victim *v, size_t i, size_t n)
 }
 
 /* ------------------------------------------------------------------ */
-/* Write-back: the pool's coldest entries to the swap file             */
-/* ------------------------------------------------------------------ */
-
-/*
- * Like zswap's writeback: when the pool's objects pass 3/4 of its limit,
- * evicted entries are decompressed and written to the swap file in
- * batches, in address order (so readahead finds neighbours together),
- * sparing entries stored since the hand last passed (REF, set at store).
- * Same-filled entries take no pool space and stay.
- *
- * Faults never wait for these writes: an entry stays unlocked, in the
- * pool, while its page is written; afterwards it switches to its slot only
- * if nothing touched it meanwhile (else the slot is freed again).
- */
-
-struct wb_entry {
-	struct upg_region *r;
-	size_t idx;
-	uint64_t old;
-};
-
-static bool pool_above(struct upg *u, unsigned eighths)
-{
-	struct upg_pool_stats ps;
-
-	upg_pool_get_stats(u->pool, &ps);
-	return ps.compressed_bytes > ps.max_bytes / 8 * eighths;
-}
-
-/* Whether entry @v is a write-back candidate; clears REF (second chance). */
-static bool wb_candidate(upg_pte_t *p, uint64_t v)
-{
-	if (pte_state(v) != PTE_EVICTED || (v & (PTE_SWAP | PTE_LOCK)) ||
-	    !(v & PTE_COPY) || upg_pool_kind(pte_payload(v)) == UPG_POOL_SAME)
-		return false;
-	if (v & PTE_REF) {
-		atomic_fetch_and_explicit(p, ~PTE_REF, memory_order_relaxed);
-		return false;
-	}
-	return true;
-}
-
-/* Lock, decompress into @page, unlock. */
-static bool wb_take(struct upg *u, struct upg_region *r, size_t idx,
-		    struct wb_entry *e, char *page)
-{
-	uint64_t v;
-	bool ok;
-
-	if (!pte_trylock(&r->pte[idx], &v))
-		return false;
-	ok = wb_candidate(&r->pte[idx], v) &&
-	     !upg_pool_load(u->pool, pte_payload(v), page);
-	upg_page_publish(u, r, idx, pte_state(v), v);
-	*e = (struct wb_entry){ r, idx, v };
-	return ok;
-}
-
-/* Collect up to UPG_WB_BATCH candidates from the hand on, into @buf. */
-static size_t wb_select(struct upg *u, struct wb_entry *e, char *buf)
-{
-	size_t n = 0, budget = 0;
-
-	for (size_t i = 0; i < u->nregions; i++)
-		budget += 2 * u->regions[i]->npages;
-	while (n < UPG_WB_BATCH && budget) {
-		struct upg_region *r;
-		size_t c;
-
-		if (u->wb_region >= u->nregions)
-			u->wb_region = 0;
-		r = u->regions[u->wb_region];
-		if (u->wb_idx >= r->npages) {
-			u->wb_region++;
-			u->wb_idx = 0;
-			continue;
-		}
-		c = u->wb_idx >> UPG_CHUNK_SHIFT;
-		if (atomic_load(&r->chunk_used[c]) ==
-		    atomic_load(&r->chunk_res[c])) { /* nothing evicted */
-			budget -= MIN(budget, UPG_CHUNK_PAGES);
-			u->wb_idx = (c + 1) << UPG_CHUNK_SHIFT;
-			continue;
-		}
-		budget--;
-		if (wb_candidate(&r->pte[u->wb_idx],
-				 atomic_load(&r->pte[u->wb_idx])) &&
-		    wb_take(u, r, u->wb_idx, &e[n],
-			    buf + (n << UPG_PAGE_SHIFT)))
-			n++;
-		u->wb_idx++;
-	}
-	return n;
-}
-
-/* Switch an entry to its slot if it is unchanged; else free the slot. */
-static bool wb_publish(struct upg *u, struct wb_entry *e, uint64_t slot)
-{
-	upg_pte_t *p = &e->r->pte[e->idx];
-	uint64_t v;
-
-	if (!pte_trylock(p, &v)) {
-		upg_swap_free(u->swap, slot);
-		return false;
-	}
-	if ((v & ~PTE_REF) != (e->old & ~PTE_REF)) {
-		upg_page_publish(u, e->r, e->idx, pte_state(v), v);
-		upg_swap_free(u->swap, slot);
-		return false;
-	}
-	upg_pool_free(u->pool, pte_payload(v));
-	upg_page_publish(u, e->r, e->idx, PTE_EVICTED,
-			 pte_make(PTE_EVICTED, PTE_COPY | PTE_SWAP, slot));
-	return true;
-}
-
-/* A write-back batch: its entries, their pages and the write in flight. */
-struct wb_batch {
-	struct wb_entry e[UPG_WB_BATCH];
-	void *pages[UPG_WB_BATCH];
-	uint64_t slots[UPG_WB_BATCH];
-	size_t n;
-	struct upg_swap_wr w;
-};
-
-/* Select and decompress a batch into half @half of wb_buf; start writing. */
-static size_t wb_start(struct upg *u, struct wb_batch *b, unsigned half)
-{
-	char *buf = u->wb_buf + ((size_t)half * UPG_WB_BATCH << UPG_PAGE_SHIFT);
-
-	b->n = wb_select(u, b->e, buf);
-	for (size_t i = 0; i < b->n; i++)
-		b->pages[i] = buf + (i << UPG_PAGE_SHIFT);
-	if (b->n)
-		upg_swap_write_start(u->swap, u->ev_io, upg_evictor_stats(u),
-				     b->pages, (unsigned)b->n, b->slots, &b->w);
-	return b->n;
-}
-
-/* Wait for a batch's write and switch its entries to their slots. */
-static void wb_finish(struct upg *u, struct wb_batch *b)
-{
-	struct upg_stat_shard *st = upg_evictor_stats(u);
-	size_t done = 0;
-
-	if (!b->n)
-		return;
-	upg_swap_write_finish(u->swap, u->ev_io, st, &b->w);
-	for (size_t i = 0; i < b->n; i++)
-		done += b->slots[i] && wb_publish(u, &b->e[i], b->slots[i]);
-	upg_stat_add(st, UPG_STAT_swap_writeback, done);
-	b->n = 0;
-}
-
-/*
- * Past 3/4 of its limit, write the pool back to half: room for a few
- * eviction batches, so that evicted pages rarely go to the file one by one
- * (which also scatters the slots readahead wants contiguous). Two batches
- * alternate, so that decompressing one overlaps writing the other. The
- * region lock is held while a batch is in flight (its entries point into
- * regions), so a call does at most WB_ROUNDS batches.
- */
-#define WB_ROUNDS 32
-
-static bool wb_go_on(struct upg *u)
-{
-	return pool_above(u, 4) && !atomic_load(&u->stopping) &&
-	       !atomic_load(&u->ev_pause) && !upg_swap_failing(u->swap);
-}
-
-static void writeback(struct upg *u)
-{
-	struct wb_batch b[2];
-	unsigned cur = 0;
-	uint64_t t0;
-
-	if (!u->swap || !u->ev_io || !pool_above(u, 6))
-		return;
-	t0 = upg_now_ns();
-	b[0].n = b[1].n = 0;
-	pthread_rwlock_rdlock(&u->regions_lock);
-	for (unsigned i = 0; i < WB_ROUNDS && u->nregions && wb_go_on(u); i++) {
-		if (!wb_start(u, &b[cur], cur))
-			break;
-		cur ^= 1;
-		wb_finish(u, &b[cur]); /* the previous batch */
-	}
-	wb_finish(u, &b[0]);
-	wb_finish(u, &b[1]);
-	pthread_rwlock_unlock(&u->regions_lock);
-	upg_stat_time(upg_evictor_stats(u), UPG_HIST_swap_write,
-		      upg_now_ns() - t0);
-}
-
-/* ------------------------------------------------------------------ */
 /* Passes                                                              */
 /* ------------------------------------------------------------------ */
 
@@ -1012,11 +817,11 @@ static bool evict_pass(struct upg *u)
 	bool progress = false;
 
 	reap(u);
-	writeback(u);
+	upg_wb_run(u);
 	while (above_high(u) && !atomic_load(&u->stopping) &&
 	       !atomic_load(&u->ev_pause)) {
 		reap(u);
-		writeback(u);
+		upg_wb_run(u);
 		if (!evict_batch(u))
 			break;
 		progress = true;
@@ -1132,23 +937,6 @@ static int chunk_staging_init(struct upg *u)
 	return 0;
 }
 
-/* The evictor's ring and write-back staging, when there is a swap tier. */
-static int swap_init(struct upg *u)
-{
-	int err;
-
-	if (!u->swap)
-		return 0;
-	u->wb_buf = upg_map((size_t)2 * UPG_WB_BATCH << UPG_PAGE_SHIFT);
-	if (!u->wb_buf)
-		return upg_seterr(-ENOMEM, "cannot map write-back buffer");
-	err = upg_io_create(2 * UPG_WB_BATCH, &u->ev_io);
-	if (err)
-		return upg_seterr(err, "swap file: cannot set up io_uring: %s",
-				  strerror(-err));
-	return 0;
-}
-
 static int start_evictor(struct upg *u)
 {
 	int err = -pthread_create(&u->evictor, NULL, evictor_main, u);
@@ -1180,7 +968,7 @@ int upg_evict_start(struct upg *u)
 	}
 	err = chunk_staging_init(u);
 	if (!err)
-		err = swap_init(u);
+		err = upg_wb_init(u);
 	if (err)
 		return err;
 	return start_evictor(u);
@@ -1205,13 +993,9 @@ int upg_evict_restart(struct upg *u)
 		if (err)
 			return err;
 	}
-	if (u->ev_io) { /* its rings are shared with the parent's */
-		upg_io_destroy(u->ev_io);
-		u->ev_io = NULL;
-		err = upg_io_create(2 * UPG_WB_BATCH, &u->ev_io);
-		if (err)
-			return err;
-	}
+	err = upg_wb_restart(u);
+	if (err)
+		return err;
 	return start_evictor(u);
 }
 
@@ -1230,8 +1014,5 @@ void upg_evict_stop(struct upg *u)
 							   << UPG_PAGE_SHIFT);
 		u->staging = NULL;
 	}
-	upg_io_destroy(u->ev_io);
-	u->ev_io = NULL;
-	upg_unmap(u->wb_buf, (size_t)2 * UPG_WB_BATCH << UPG_PAGE_SHIFT);
-	u->wb_buf = NULL;
+	upg_wb_stop(u);
 }

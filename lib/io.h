@@ -29,7 +29,19 @@ int upg_io_create(unsigned depth, struct upg_io **out);
 void upg_io_destroy(struct upg_io *io);
 
 /*
+ * upg_io_register() - register @len bytes at @buf as the ring's one fixed
+ * buffer: later transfers that lie inside it skip pinning its pages.
+ * Return: 0, -EBUSY if one is registered already, or -errno from the
+ * kernel (-ENOMEM past RLIMIT_MEMLOCK); transfers work either way.
+ */
+int upg_io_register(struct upg_io *io, void *buf, size_t len);
+
+/* upg_io_is_fixed() - whether [@buf, @buf + @len) is in the fixed buffer */
+bool upg_io_is_fixed(const struct upg_io *io, const void *buf, size_t len);
+
+/*
  * upg_io_run() - submit @n transfers on @fd and wait for all of them
+ * (reads by polling a while, yielding the CPU, then by sleeping)
  * Each op's res says how it went. Return: the number that failed.
  */
 unsigned upg_io_run(struct upg_io *io, int fd, struct upg_io_op *ops,

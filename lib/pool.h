@@ -33,6 +33,7 @@ struct upg_pool_stats {
 	uint64_t stored_bytes;	   /* pages stored * 4096 */
 	uint64_t compressed_bytes; /* sum of object sizes */
 	uint64_t used_bytes;	   /* memory held by the allocator */
+	uint64_t parked_bytes;	   /* of which empty chunks kept for reuse */
 	uint64_t max_bytes;	   /* limit */
 };
 
@@ -43,8 +44,17 @@ struct upg_pool_stats {
 int upg_pool_create(size_t max_bytes, struct upg_pool **out);
 void upg_pool_destroy(struct upg_pool *pool);
 
-/* Change the limit; existing objects stay. */
+/*
+ * Change the limit; existing objects stay, empty chunks kept for reuse are
+ * unmapped down to a quarter of the new limit.
+ */
 void upg_pool_set_max(struct upg_pool *pool, size_t max_bytes);
+
+/*
+ * upg_pool_trim() - unmap every empty chunk kept for reuse
+ * (up to a quarter of the limit: see parked_bytes). Any thread.
+ */
+void upg_pool_trim(struct upg_pool *pool);
 
 /*
  * upg_pool_store() - store one 4 KiB page
@@ -58,6 +68,16 @@ int upg_pool_store(struct upg_pool *pool, const void *page, uint64_t *handle);
  * Return: 0, or -EIO when the object is corrupt. The handle stays valid.
  */
 int upg_pool_load(struct upg_pool *pool, uint64_t handle, void *page);
+
+/*
+ * upg_pool_object() - the bytes stored under @handle, without decoding them
+ * @obj: set to the object: an LZ4 block of the page (what
+ *	upg_decompress_page() takes) or, for a raw handle, the page itself.
+ *	Valid as long as the handle is.
+ * Return: its length (UPG_PAGE_SIZE for a raw page), -EINVAL for a
+ * same-filled handle (no object), -EIO for an invalid one.
+ */
+int upg_pool_object(struct upg_pool *pool, uint64_t handle, const void **obj);
 
 /* upg_pool_equal() - whether @page holds exactly what @handle stores */
 bool upg_pool_equal(struct upg_pool *pool, uint64_t handle, const void *page);

@@ -31,7 +31,10 @@
 #define UPG_EVICT_BATCH 128
 #define UPG_CLUSTER_MAX 256
 #define UPG_SELF_ZAP_RING 64
-#define UPG_WB_BATCH 128
+#define UPG_WB_BATCH 128 /* pages per write-back batch */
+#define UPG_WB_DEPTH 4	 /* write-back batches in flight, at most */
+
+struct upg_wb;
 
 struct upg_handler {
 	struct upg *u;
@@ -90,7 +93,8 @@ struct upg {
 	char *chunk_staging;  /* one 2 MiB-aligned chunk, for mremap */
 	bool remap;	      /* evict scattered pages with mremap */
 	struct upg_io *ev_io; /* the evictor's ring (swap writes) */
-	char *wb_buf;	      /* 2 x UPG_WB_BATCH pages: write-back staging */
+	char *wb_buf;	      /* UPG_WB_DEPTH batches: write-back staging */
+	struct upg_wb *wb;    /* write-back batches */
 	size_t wb_region;     /* write-back hand, evictor-private */
 	size_t wb_idx;
 	/*
@@ -225,5 +229,17 @@ void upg_evict_kick(struct upg *u);
 void upg_evict_wait(struct upg *u, uint64_t timeout_ns);
 /* Recompute the watermarks from the budget and the headroom option. */
 void upg_evict_set_watermarks(struct upg *u);
+
+/*
+ * Write-back (writeback.c): the pool's coldest entries to the swap file.
+ * upg_wb_init() sets up the evictor's ring and the staging when there is
+ * a swap tier (a no-op otherwise); upg_wb_run(), evictor only, writes back
+ * if the pool is past 3/4 of its limit; upg_wb_restart() rebuilds the
+ * ring in a fork child.
+ */
+int upg_wb_init(struct upg *u);
+int upg_wb_restart(struct upg *u);
+void upg_wb_run(struct upg *u);
+void upg_wb_stop(struct upg *u);
 
 #endif

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Tests of the compressed pool (lib/pool.c): round trips of every kind of
- * page, the handle contract, the size limit, memory given back, equality,
- * concurrency and fragmentation.
+ * page, the handle contract, the size limit, memory given back (emptied
+ * chunks parked for reuse, within bounds), equality, concurrency and
+ * fragmentation.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -246,7 +247,7 @@ Test(pool, interned_words_fall_back_to_compression)
 	fill_word(page, 0x3ff0000000000000ULL + (12345ULL << 33));
 	h[0] = round_trip(page, UPG_POOL_SAME);
 	upg_pool_free(pool, h[0]);
-	cr_assert_eq(stats().used_bytes, 0);
+	cr_assert_eq(stats().used_bytes, stats().parked_bytes);
 }
 
 Test(pool, handles_are_never_zero_and_fit_56_bits)
@@ -345,12 +346,114 @@ Test(pool, freeing_everything_gives_memory_back)
 	for (i = 0; i < N; i++)
 		upg_pool_free(pool, h[(i * 7919) % N]);
 	s = stats();
-	cr_assert_eq(s.used_bytes, 0, "%llu bytes still held of %llu",
-		     (unsigned long long)s.used_bytes,
-		     (unsigned long long)peak);
+	/* Only empty chunks parked for reuse stay, then trimming unmaps them. */
+	cr_assert_eq(s.used_bytes, s.parked_bytes,
+		     "%llu bytes still held of %llu, %llu parked",
+		     (unsigned long long)s.used_bytes, (unsigned long long)peak,
+		     (unsigned long long)s.parked_bytes);
+	cr_assert_leq(s.parked_bytes, s.max_bytes / 4);
 	cr_assert_eq(s.objects, 0);
 	cr_assert_eq(s.compressed_bytes, 0);
 	cr_assert_eq(s.stored_bytes, 0);
+	upg_pool_trim(pool);
+	s = stats();
+	cr_assert_eq(s.used_bytes, 0);
+	cr_assert_eq(s.parked_bytes, 0);
+}
+
+/*
+ * Unmapping an emptied chunk costs a TLB shootdown: emptied chunks are
+ * parked and the next chunks of their size come from there. Storing the
+ * same pages again needs the same chunks: no byte more is mapped, and every
+ * parked chunk is taken back.
+ */
+Test(pool, emptied_chunks_are_parked_and_reused)
+{
+	enum { N = 2000 };
+	static uint64_t h[N];
+	static char page[PAGE];
+	struct upg_pool_stats s;
+	uint64_t peak;
+	int i, round;
+
+	for (round = 0; round < 2; round++) {
+		for (i = 0; i < N; i++) {
+			fill_text(page, (uint64_t)i, 4 + i % 29);
+			cr_assert_geq(upg_pool_store(pool, page, &h[i]), 0);
+		}
+		s = stats();
+		cr_assert_eq(s.parked_bytes, 0, "round %d: %llu parked", round,
+			     (unsigned long long)s.parked_bytes);
+		peak = s.used_bytes;
+		for (i = 0; i < N; i++)
+			upg_pool_free(pool, h[i]);
+		s = stats();
+		cr_assert_eq(s.objects, 0);
+		cr_assert_gt(s.parked_bytes, 0);
+		cr_assert_eq(s.used_bytes, s.parked_bytes);
+		cr_assert_eq(s.used_bytes, peak, "round %d: %llu of %llu kept",
+			     round, (unsigned long long)s.used_bytes,
+			     (unsigned long long)peak);
+	}
+	/* A load through a handle of a parked chunk finds no object. */
+	cr_assert_eq(upg_pool_load(pool, h[0], page), -EIO);
+}
+
+/* Store text (or @raw: random) pages until -ENOSPC. Return: how many fit. */
+static int fill_to_limit(uint64_t *h, int max, bool raw)
+{
+	static char page[PAGE];
+	int n;
+
+	for (n = 0; n < max; n++) {
+		if (raw)
+			fill_random(page, (uint64_t)n);
+		else
+			fill_text(page, (uint64_t)n, 4 + n % 29);
+		if (upg_pool_store(pool, page, &h[n]) < 0)
+			break;
+	}
+	return n;
+}
+
+/*
+ * The stash holds at most a quarter of the limit, and gives way when a
+ * chunk of another size needs the room: after text pages filled the pool
+ * and left, as many raw pages fit as in a pool that never held any.
+ */
+Test(pool, parked_chunks_are_bounded_and_give_way)
+{
+	enum { N = 4096, LIMIT = 1 << 20 };
+	static uint64_t h[N];
+	struct upg_pool_stats s;
+	int n, i;
+
+	upg_pool_set_max(pool, LIMIT);
+	n = fill_to_limit(h, N, false);
+	cr_assert_lt(n, N);
+	for (i = 0; i < n; i++)
+		upg_pool_free(pool, h[i]);
+	s = stats();
+	cr_assert_gt(s.parked_bytes, 0);
+	cr_assert_leq(s.parked_bytes, LIMIT / 4);
+	cr_assert_eq(s.used_bytes, s.parked_bytes);
+
+	n = fill_to_limit(h, N, true);
+	s = stats();
+	cr_assert_eq(n, LIMIT / PAGE, "%d raw pages fit in 1 MiB", n);
+	cr_assert_eq(s.parked_bytes, 0);
+	cr_assert_eq(s.used_bytes, LIMIT);
+	for (i = 0; i < n; i++)
+		upg_pool_free(pool, h[i]);
+	cr_assert_eq(stats().parked_bytes, LIMIT / 4);
+
+	/* A lower limit trims the stash to a quarter of it. */
+	upg_pool_set_max(pool, LIMIT / 2);
+	s = stats();
+	cr_assert_leq(s.parked_bytes, LIMIT / 8);
+	cr_assert_eq(s.used_bytes, s.parked_bytes);
+	upg_pool_trim(pool);
+	cr_assert_eq(stats().used_bytes, 0);
 }
 
 Test(pool, equal_detects_any_difference)
@@ -397,7 +500,7 @@ Test(pool, load_of_an_invalid_handle_fails_with_eio)
 	fill_text(page, 1, 32);
 	cr_assert_eq(upg_pool_store(pool, page, &h), UPG_POOL_COMPRESSED);
 	upg_pool_free(pool, h);
-	cr_assert_eq(stats().used_bytes, 0);
+	cr_assert_eq(stats().objects, 0);
 	cr_assert_eq(upg_pool_load(pool, h, page), -EIO);
 	cr_assert_not(upg_pool_equal(pool, h, page));
 }
@@ -467,7 +570,9 @@ Test(pool, concurrent_store_load_free_keeps_data)
 	cr_assert_eq(s.same, 0);
 	cr_assert_eq(s.raw, 0);
 	cr_assert_eq(s.compressed_bytes, 0);
-	cr_assert_eq(s.used_bytes, 0);
+	cr_assert_eq(s.used_bytes, s.parked_bytes);
+	upg_pool_trim(pool);
+	cr_assert_eq(stats().used_bytes, 0);
 }
 
 /*
@@ -525,5 +630,6 @@ Test(pool, fragmentation_stays_bounded_after_random_frees)
 		      (unsigned long long)s.used_bytes);
 	for (i = 0; i < N; i++)
 		upg_pool_free(pool, h[i]);
+	upg_pool_trim(pool);
 	cr_assert_eq(stats().used_bytes, 0);
 }

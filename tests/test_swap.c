@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "compress.h"
 #include "helpers.h"
 #include "io.h"
 #include "runtime.h"
@@ -287,6 +288,299 @@ Test(swap, read_error_raises_sigbus)
 Test(swap, corrupt_file_detected_by_checksum)
 {
 	lost_page(true, "checksum");
+}
+
+/*
+ * Transfers from and into a ring's fixed buffer go out as WRITE_FIXED /
+ * READ_FIXED; one that only partly lies in it, or outside it, as plain
+ * ones. Every byte must land where it belongs either way.
+ */
+Test(swap, fixed_buffer_transfers_round_trip)
+{
+	enum { N = 16 };
+	char path[] = "/tmp/upg-io-XXXXXX";
+	char *buf = aligned_alloc(PAGE, (N + 4) * PAGE), *fixed = buf + PAGE;
+	struct upg_io_op op[3];
+	struct upg_io *io;
+	int fd = mkstemp(path);
+
+	cr_assert_geq(fd, 0);
+	unlink(path);
+	cr_assert_eq(upg_io_create(8, &io), 0);
+	cr_assert_eq(upg_io_register(io, fixed, N * PAGE), 0);
+	cr_expect_eq(upg_io_register(io, fixed, N * PAGE), -EBUSY);
+	cr_expect(upg_io_is_fixed(io, fixed + 3 * PAGE, 4 * PAGE));
+	cr_expect_not(upg_io_is_fixed(io, fixed + (N - 1) * PAGE, 2 * PAGE));
+	cr_expect_not(upg_io_is_fixed(io, buf, PAGE));
+	cr_expect_not(upg_io_is_fixed(io, fixed + (N + 1) * PAGE, PAGE));
+	for (size_t i = 0; i < (N + 4) * PAGE; i++)
+		buf[i] = (char)(i * 7 + i / PAGE);
+	op[0] = (struct upg_io_op){ fixed + 2 * PAGE, 3 * PAGE, 0, 0 };
+	op[1] = (struct upg_io_op){ fixed + (N - 1) * PAGE, 2 * PAGE, 3 * PAGE,
+				    0 };
+	op[2] = (struct upg_io_op){ buf, PAGE, 5 * PAGE, 0 };
+	cr_assert_eq(upg_io_run(io, fd, op, 3, true), 0);
+	memset(fixed, 0, N * PAGE);
+	op[0] = (struct upg_io_op){ fixed, 6 * PAGE, 0, 0 };
+	cr_assert_eq(upg_io_run(io, fd, op, 1, false), 0);
+	for (size_t i = 0; i < 6 * PAGE; i++) {
+		size_t from = i < 3 * PAGE   ? 3 * PAGE + i
+			      : i < 5 * PAGE ? N * PAGE + i - 3 * PAGE
+					     : i - 5 * PAGE;
+
+		cr_assert_eq(fixed[i], (char)(from * 7 + from / PAGE),
+			     "byte %zu", i);
+	}
+	upg_io_destroy(io);
+	close(fd);
+	free(buf);
+}
+
+/*
+ * Reads are waited for by polling, then sleeping: sixteen reads in one
+ * run, whose completions come in any order, each land in their own page.
+ */
+Test(swap, polled_reads_land_in_their_pages)
+{
+	enum { N = 16 };
+	char path[] = "/tmp/upg-io-XXXXXX";
+	char *buf = aligned_alloc(PAGE, 2 * N * PAGE), *rd = buf + N * PAGE;
+	struct upg_io_op op[N];
+	struct upg_io *io;
+	int fd = mkstemp(path);
+
+	cr_assert_geq(fd, 0);
+	unlink(path);
+	for (size_t i = 0; i < N * PAGE; i++)
+		buf[i] = (char)(i / PAGE * 31 + i % 251);
+	cr_assert_eq(pwrite(fd, buf, N * PAGE, 0), (ssize_t)(N * PAGE));
+	cr_assert_eq(upg_io_create(N, &io), 0);
+	for (int k = 0; k < 3; k++) {
+		memset(rd, 0, N * PAGE);
+		for (int i = 0; i < N; i++) /* page i from page N-1-i */
+			op[i] = (struct upg_io_op){ rd + i * PAGE, PAGE,
+						    (uint64_t)(N - 1 - i) *
+							    PAGE,
+						    0 };
+		cr_assert_eq(upg_io_run(io, fd, op, N, false), 0);
+		for (int i = 0; i < N; i++)
+			cr_assert_eq(memcmp(rd + i * PAGE,
+					    buf + (N - 1 - i) * PAGE, PAGE),
+				     0, "round %d, page %d", k, i);
+	}
+	upg_io_destroy(io);
+	close(fd);
+	free(buf);
+}
+
+/* The evictor's write-back staging is its ring's fixed buffer. */
+Test(swap, writeback_buffer_is_registered)
+{
+	struct upg *u = swap_runtime(NULL);
+
+	if (geteuid())
+		cr_skip_test("RLIMIT_MEMLOCK may refuse registration");
+	cr_assert(u->ev_io && u->wb_buf);
+	cr_expect(upg_io_is_fixed(u->ev_io, u->wb_buf,
+				  (size_t)UPG_WB_DEPTH * UPG_WB_BATCH * PAGE));
+	upg_destroy(u);
+}
+
+/* A swap file of its own in a fresh directory, with a ring. */
+struct bare_swap {
+	char dir[32];
+	struct upg_swap *sw;
+	struct upg_io *io;
+	struct upg_stat_shard st;
+};
+
+static void bare_swap_open(struct bare_swap *b)
+{
+	memset(b, 0, sizeof(*b));
+	snprintf(b->dir, sizeof(b->dir), "/tmp/upg-slots-XXXXXX");
+	cr_assert(mkdtemp(b->dir));
+	cr_assert_eq(upg_swap_open(b->dir, 0, false, &b->sw), 0, "%s",
+		     upg_last_error());
+	cr_assert_eq(upg_io_create(8, &b->io), 0);
+}
+
+static void bare_swap_close(struct bare_swap *b)
+{
+	upg_io_destroy(b->io);
+	upg_swap_close(b->sw);
+	rmdir(b->dir);
+}
+
+/* Damage byte @off of slot @slot in place. */
+static void damage(struct bare_swap *b, uint64_t slot, size_t off)
+{
+	int fd = upg_swap_fd(b->sw);
+	char c;
+
+	cr_assert_eq(pread(fd, &c, 1, (off_t)(slot * PAGE + off)), 1);
+	c ^= 0x20;
+	cr_assert_eq(pwrite(fd, &c, 1, (off_t)(slot * PAGE + off)), 1);
+}
+
+/*
+ * A slot holds a pool object (an LZ4 block, at the start) or a whole page;
+ * both read back as the page. The checksum covers exactly the object's
+ * bytes: damage inside it is an error, in the zeros after it harmless. A
+ * page's own checksum (for clean drops) is known at once for a whole page,
+ * after the first read for an object.
+ */
+Test(swap, objects_and_whole_pages_round_trip)
+{
+	enum { N = 3 };
+	static struct upg_swap_wr w;
+	static char want[N][PAGE];
+	char *buf = aligned_alloc(PAGE, 2 * N * PAGE), *rd = buf + N * PAGE;
+	void *pages[N];
+	uint32_t len[N];
+	uint64_t slots[N];
+	struct bare_swap b;
+
+	bare_swap_open(&b);
+	/* Objects, but page 1 does not compress. */
+	for (int i = 0; i < N; i++) {
+		pages[i] = buf + i * PAGE;
+		memset(pages[i], 0, PAGE);
+		t_page_fill(want[i], i == 1 ? T_RANDOM : T_TEXT, (uint64_t)i,
+			    0);
+		len[i] = (uint32_t)upg_compress_page(want[i], pages[i],
+						     UPG_COMPRESS_MAX);
+		if (!len[i]) {
+			memcpy(pages[i], want[i], PAGE);
+			len[i] = PAGE;
+		}
+	}
+	cr_assert_eq(len[1], PAGE, "random data compressed");
+	cr_assert_lt(len[0], PAGE / 2);
+	upg_swap_write_start(b.sw, b.io, &b.st, pages, len, NULL, N, slots, &w);
+	cr_assert_eq(upg_swap_write_finish(b.sw, b.io, &b.st, &w), 0);
+	cr_assert(slots[1] == slots[0] + 1 && slots[2] == slots[0] + 2);
+
+	/* A whole page's checksum is known at once, an object's once read. */
+	cr_expect(upg_swap_matches(b.sw, slots[1], want[1]));
+	cr_expect_not(upg_swap_matches(b.sw, slots[0], want[0]));
+	cr_assert_eq(upg_swap_read(b.sw, b.io, slots[0], N, rd), 0);
+	for (int i = 0; i < N; i++)
+		cr_expect_eq(memcmp(rd + i * PAGE, want[i], PAGE), 0, "page %d",
+			     i);
+	cr_expect(upg_swap_matches(b.sw, slots[0], want[0]));
+	want[0][PAGE - 1] ^= 1;
+	cr_expect_not(upg_swap_matches(b.sw, slots[0], want[0]));
+	want[0][PAGE - 1] ^= 1;
+
+	/* The zeros after an object are not data; the object is. */
+	damage(&b, slots[2], PAGE - 1);
+	cr_expect_eq(upg_swap_read(b.sw, b.io, slots[2], 1, rd), 0);
+	cr_expect_eq(memcmp(rd, want[2], PAGE), 0);
+	damage(&b, slots[0], len[0] / 2);
+	cr_expect_eq(upg_swap_read(b.sw, b.io, slots[0], 1, rd), -EBADMSG);
+	damage(&b, slots[1], 100);
+	cr_expect_eq(upg_swap_read(b.sw, b.io, slots[1], 1, rd), -EBADMSG);
+	bare_swap_close(&b);
+	free(buf);
+}
+
+/*
+ * Write-back stores the pool's objects: a written-back text page's slot
+ * holds its LZ4 block, followed by zeros, not the page; every page still
+ * reads back right.
+ */
+Test(swap, writeback_stores_pool_objects)
+{
+	struct upg *u = swap_runtime(NULL);
+	char *m = t_region(u, SIZE), *slot = aligned_alloc(PAGE, PAGE);
+	struct upg_region *r = upg_region_find(u, m);
+	static const char zeros[1024];
+	size_t swapped = 0, objects = 0;
+
+	t_fill(m, NPAGES, T_TEXT);
+	cr_assert_gt(t_stats(u).swap_writeback, NPAGES / 4);
+	for (size_t i = 0; i < NPAGES; i++) {
+		uint64_t v = atomic_load(&r->pte[i]);
+		char page[PAGE];
+
+		if (pte_state(v) != PTE_EVICTED || !(v & PTE_SWAP))
+			continue;
+		swapped++;
+		cr_assert_eq(pread(upg_swap_fd(u->swap), slot, PAGE,
+				   (off_t)(pte_payload(v) * PAGE)),
+			     (ssize_t)PAGE);
+		t_page_fill(page, T_TEXT, i, 0);
+		objects += memcmp(slot, page, PAGE) &&
+			   !memcmp(slot + PAGE - sizeof(zeros), zeros,
+				   sizeof(zeros));
+	}
+	cr_expect_gt(objects, swapped / 2, "%zu objects in %zu swapped pages",
+		     objects, swapped);
+	cr_expect_eq(t_verify(m, NPAGES, T_TEXT), 0);
+	upg_destroy(u);
+	free(slot);
+}
+
+/*
+ * Every page written is one that left the pool (write-back) or went
+ * straight to the file: no entry joins two batches in flight together.
+ * (With a small pool of incompressible pages, runs kept selecting the
+ * entries in flight, still in the pool until published, and wrote most
+ * pages two to four times.)
+ */
+Test(swap, writeback_writes_each_page_once)
+{
+	struct upg *u = swap_runtime(NULL);
+	size_t n = 32 * MiB / PAGE;
+	char *m = t_region(u, 32 * MiB);
+	struct upg_stats s;
+
+	t_fill(m, n, T_RANDOM);
+	upg_evict_pause(u); /* between passes: no write-back run half done */
+	s = t_stats(u);
+	upg_evict_resume(u);
+	cr_expect_gt(s.swap_writeback, n / 4);
+	cr_expect_leq(s.swap_writes - s.swap_writeback - s.swap_direct,
+		      s.swap_writes / 100,
+		      "%llu writes: %llu written back, %llu direct",
+		      (unsigned long long)s.swap_writes,
+		      (unsigned long long)s.swap_writeback,
+		      (unsigned long long)s.swap_direct);
+	cr_expect_eq(t_verify(m, n, T_RANDOM), 0);
+	upg_destroy(u);
+}
+
+/*
+ * Rewriting swapped pages over and over frees slots as fast as it takes
+ * them: the file reuses them instead of growing by every pass (it grew by
+ * about the region's size per pass, up to the file system's end).
+ */
+Test(swap, file_reuses_freed_slots)
+{
+	/* A cap, so that a regression cannot fill the file system. */
+	static const char *const opts[] = { "POOL_MAX=1M", "SWAP_MAX=1G",
+					    NULL };
+	struct upg *u = t_runtime(BUDGET, opts);
+	size_t n = 32 * MiB / PAGE;
+	char *m = t_region(u, 32 * MiB);
+	uint64_t peak = 0;
+	struct upg_stats s;
+
+	for (uint64_t pass = 0; pass < 6; pass++) {
+		for (size_t p = 0; p < n; p++)
+			t_page_fill(m + p * PAGE, T_RANDOM, p, pass);
+		s = t_stats(u);
+		peak = MAX(peak, s.swap_slots_used);
+	}
+	for (size_t p = 0; p < n; p++)
+		cr_assert(t_page_check(m + p * PAGE, T_RANDOM, p, 5), "%zu", p);
+	s = t_stats(u);
+	cr_expect_gt(s.swap_writes, 3 * n, "the file was barely used");
+	cr_expect_leq(s.swap_file_bytes, (peak * 4 / 3 + 8192) * PAGE,
+		      "file %llu MiB for at most %llu slots in use",
+		      (unsigned long long)s.swap_file_bytes >> 20,
+		      (unsigned long long)peak);
+	upg_destroy(u);
 }
 
 /* Parent and child share the file: neither may overwrite the other. */
