@@ -91,20 +91,12 @@ void upg_evict_kick(struct upg *u)
 	pthread_mutex_unlock(&u->ev_lock);
 }
 
-static void deadline(struct timespec *ts, uint64_t ns)
-{
-	clock_gettime(CLOCK_MONOTONIC, ts);
-	ns += (uint64_t)ts->tv_nsec;
-	ts->tv_sec += (time_t)(ns / 1000000000ULL);
-	ts->tv_nsec = (long)(ns % 1000000000ULL);
-}
-
 void upg_evict_wait(struct upg *u, uint64_t timeout_ns)
 {
 	unsigned long round;
 	struct timespec ts;
 
-	deadline(&ts, timeout_ns ? timeout_ns : 3600ULL * 1000000000ULL);
+	upg_deadline(&ts, timeout_ns ? timeout_ns : 3600ULL * 1000000000ULL);
 	pthread_mutex_lock(&u->ev_lock);
 	round = atomic_load(&u->ev_rounds);
 	atomic_store(&u->ev_idle, false);
@@ -856,7 +848,7 @@ static void evictor_sleep(struct upg *u, uint64_t period_ns)
 		pthread_cond_wait(&u->ev_wake, &u->ev_lock);
 		return;
 	}
-	deadline(&ts, period_ns ? period_ns : EVICTOR_PERIOD_NS);
+	upg_deadline(&ts, period_ns ? period_ns : EVICTOR_PERIOD_NS);
 	if (pthread_cond_timedwait(&u->ev_wake, &u->ev_lock, &ts) &&
 	    above_high(u))
 		atomic_store(&u->overrun, false); /* try the pool again */
