@@ -4,15 +4,16 @@
  * writeback. When the pool's objects pass 3/4 of its limit, evicted entries
  * are written to the swap file in batches, in address order (so readahead
  * finds neighbours together), sparing entries stored since the hand last
- * passed (REF, set at store), until the pool is down to half. Same-filled
- * entries take no pool space and stay. It runs on the evictor thread,
- * between eviction batches.
+ * passed (REF, set at store), until the pool is down to half (marks lower
+ * for very small pools, see pool_above()). Same-filled entries take no
+ * pool space and stay. It runs on the evictor thread, between eviction
+ * batches.
  *
  * What goes to the file is the pool's object itself (an LZ4 block, or a
  * raw page), copied, not decoded: swap.c stores it at the start of a slot
  * and decodes it when the page is read back. Decompressing every page here
- * took two thirds of a run's CPU time and kept write-back at 60% of the
- * file's bandwidth; a helper thread sharing the decompression did not help
+ * took two thirds of a run's CPU time and held write-back to ~1.1 GB/s on
+ * one CPU; a helper thread sharing the decompression did not help
  * on this 2-CPU machine while the program kept the other CPU busy (it got
  * a third of the pages at best, mostly taking CPU time from the program or
  * the evictor itself).
