@@ -1052,6 +1052,7 @@ static bool canaries_start(struct upg *u)
 		*c = (struct upg_canary){ .u = u, .cpu = u->handlers[i].cpu };
 		if (pthread_create(&c->thread, NULL, canary_main, c))
 			break;
+		pthread_setname_np(c->thread, "upg-canary"); /* named at once */
 		c->started = true;
 		n++;
 	}
@@ -1172,6 +1173,7 @@ static void guard_start(struct upg *u)
 			 strerror(err));
 		return;
 	}
+	pthread_setname_np(u->guard, "upg-guard"); /* named at once */
 	u->guard_started = true;
 }
 
