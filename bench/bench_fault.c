@@ -1369,7 +1369,8 @@ static void phase_contended(void)
 	for (int i = 0; i < NCONT; i++) {
 		c[i] = (struct cont){ .mode = modes[i], .npages = npages };
 		setenv("UPG_IDLE_HANDLERS", modes[i], 1);
-		c[i].u = rt_create("contended", 1, 2 * npages * PAGE + 64 * MIB);
+		c[i].u =
+			rt_create("contended", 1, 2 * npages * PAGE + 64 * MIB);
 		c[i].base = rt_reserve(c[i].u, "contended", npages * PAGE);
 	}
 	unsetenv("UPG_IDLE_HANDLERS");
@@ -1394,9 +1395,8 @@ static void phase_contended(void)
 	       0.8, ">=",
 	       "faults/s beside a spinning thread on every CPU, "
 	       "UPG_IDLE_HANDLERS=auto / off");
-	jratio("contended", "contended_on_vs_off",
-	       c[C_ON].faults / c[C_ON].ns, c[C_OFF].faults / c[C_OFF].ns,
-	       NO_TARGET, "",
+	jratio("contended", "contended_on_vs_off", c[C_ON].faults / c[C_ON].ns,
+	       c[C_OFF].faults / c[C_OFF].ns, NO_TARGET, "",
 	       "the same, always idle / off: what the guard saves");
 	for (int i = 0; i < NCONT; i++)
 		upg_destroy(c[i].u);

@@ -140,8 +140,8 @@ static void scan_written(struct upg *u, struct upg_region *r, size_t idx,
 {
 	struct page_region vec[UPG_CHUNK_PAGES / 2];
 	int k = upg_uffd_scan_written(u->pagemap_fd, region_addr(r, idx),
-				      n << UPG_PAGE_SHIFT, vec,
-				      ARRAY_SIZE(vec), true);
+				      n << UPG_PAGE_SHIFT, vec, ARRAY_SIZE(vec),
+				      true);
 
 	upg_stat_inc(upg_evictor_stats(u), UPG_STAT_wp_scan);
 	for (int i = 0; i < k; i++) {
@@ -186,8 +186,8 @@ static void reap_chunk(struct upg *u, struct upg_region *r, size_t c)
 	size_t idx = c << UPG_CHUNK_SHIFT;
 	size_t n = MIN(r->npages - idx, (size_t)UPG_CHUNK_PAGES);
 	int k = upg_uffd_scan_written(u->pagemap_fd, region_addr(r, idx),
-				      n << UPG_PAGE_SHIFT, vec,
-				      ARRAY_SIZE(vec), false);
+				      n << UPG_PAGE_SHIFT, vec, ARRAY_SIZE(vec),
+				      false);
 
 	for (int i = 0; i < k; i++) {
 		size_t a = (size_t)((char *)(uintptr_t)vec[i].start - r->start);

@@ -1029,8 +1029,7 @@ static bool guard_sleep(struct upg *u, uint64_t ns)
 	upg_deadline(&ts, ns);
 	pthread_mutex_lock(&u->guard_lock);
 	while (!atomic_load(&u->stopping))
-		if (pthread_cond_timedwait(&u->guard_cond, &u->guard_lock,
-					   &ts))
+		if (pthread_cond_timedwait(&u->guard_cond, &u->guard_lock, &ts))
 			break;
 	pthread_mutex_unlock(&u->guard_lock);
 	return !atomic_load(&u->stopping);
@@ -1238,7 +1237,7 @@ static void *handler_main(void *arg)
 	handler_setup(h);
 	while (!atomic_load_explicit(&h->u->stopping, memory_order_relaxed)) {
 		n = read_msgs(h, m);
-			if (n <= 0) {
+		if (n <= 0) {
 			if (n < 0 && errno != EINTR && errno != EAGAIN) {
 				upg_err("reading userfaultfd: %s",
 					strerror(errno));

@@ -621,7 +621,8 @@ Test(runtime, idle_handlers_option)
 	cr_expect_eq(p.idle_handlers, UPG_IDLE_AUTO, "the default is auto");
 	cr_expect_eq(upg_params_set(&p, "IDLE_HANDLERS", "sometimes"), -EINVAL);
 	cr_expect(strstr(upg_last_error(), "UPG_IDLE_HANDLERS") &&
-		  strstr(upg_last_error(), "auto"), "%s", upg_last_error());
+			  strstr(upg_last_error(), "auto"),
+		  "%s", upg_last_error());
 
 	u = t_runtime(64 * MiB, off);
 	cr_expect_eq(handler_policy(SCHED_OTHER), SCHED_OTHER);
