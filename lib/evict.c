@@ -113,35 +113,46 @@ void upg_evict_wait(struct upg *u, uint64_t timeout_ns)
 /* ------------------------------------------------------------------ */
 
 /*
- * A page reported written is referenced and dirty: its stored copy (if
- * any) no longer matches and is freed now, while the pool may need room.
+ * A page reported written is dirty: its stored copy (if any) no longer
+ * matches and is freed now, while the pool may need room. @clock: the
+ * report comes from the clock's scan, which protected the page again, so
+ * the write also counts as a reference; the reaper's report-only scan
+ * reports every write since the last protection and only frees copies.
  */
-static void mark_written(struct upg *u, struct upg_region *r, size_t idx)
+static void page_written(struct upg *u, struct upg_region *r, size_t idx,
+			 bool clock)
 {
 	upg_pte_t *p = &r->pte[idx];
 	uint64_t v = atomic_load_explicit(p, memory_order_relaxed);
 
 	if (pte_state(v) != PTE_RESIDENT)
 		return; /* unpopulated entries are reported written too */
-	upg_stat_inc(upg_evictor_stats(u), UPG_STAT_wp_written);
+	if (clock)
+		upg_stat_inc(upg_evictor_stats(u), UPG_STAT_wp_written);
 	if (!(v & PTE_COPY) || !pte_trylock(p, &v)) {
-		atomic_fetch_or_explicit(p, PTE_REF, memory_order_relaxed);
+		if (clock)
+			atomic_fetch_or_explicit(p, PTE_REF,
+						 memory_order_relaxed);
 		return;
 	}
 	if (pte_state(v) == PTE_RESIDENT) {
+		if (!clock && (v & PTE_COPY))
+			upg_stat_inc(upg_evictor_stats(u),
+				     UPG_STAT_reap_copies);
 		upg_page_drop_copy(u, v);
 		v = pte_make(PTE_RESIDENT, PTE_REF, 0);
 	}
 	upg_page_publish(u, r, idx, pte_state(v), v);
 }
 
+/* Pages [idx, idx + n) written since their protection: see page_written(). */
 static void scan_written(struct upg *u, struct upg_region *r, size_t idx,
-			 size_t n)
+			 size_t n, bool clock)
 {
 	struct page_region vec[UPG_CHUNK_PAGES / 2];
 	int k = upg_uffd_scan_written(u->pagemap_fd, region_addr(r, idx),
 				      n << UPG_PAGE_SHIFT, vec, ARRAY_SIZE(vec),
-				      true);
+				      clock);
 
 	upg_stat_inc(upg_evictor_stats(u), UPG_STAT_wp_scan);
 	for (int i = 0; i < k; i++) {
@@ -149,7 +160,7 @@ static void scan_written(struct upg *u, struct upg_region *r, size_t idx,
 		size_t b = (size_t)((char *)(uintptr_t)vec[i].end - r->start);
 
 		for (a >>= UPG_PAGE_SHIFT; a < b >> UPG_PAGE_SHIFT; a++)
-			mark_written(u, r, a);
+			page_written(u, r, a, clock);
 	}
 }
 
@@ -164,40 +175,6 @@ static void scan_written(struct upg *u, struct upg_region *r, size_t idx,
  */
 #define REAP_PERIOD_NS 20000000ULL
 
-static void reap_copy(struct upg *u, struct upg_region *r, size_t idx)
-{
-	upg_pte_t *p = &r->pte[idx];
-	uint64_t v = atomic_load_explicit(p, memory_order_relaxed);
-
-	if (pte_state(v) != PTE_RESIDENT || !(v & PTE_COPY) ||
-	    !pte_trylock(p, &v))
-		return;
-	if (pte_state(v) == PTE_RESIDENT && (v & PTE_COPY)) {
-		upg_page_drop_copy(u, v);
-		v = pte_make(PTE_RESIDENT, PTE_REF, 0);
-		upg_stat_inc(upg_evictor_stats(u), UPG_STAT_reap_copies);
-	}
-	upg_page_publish(u, r, idx, pte_state(v), v);
-}
-
-static void reap_chunk(struct upg *u, struct upg_region *r, size_t c)
-{
-	struct page_region vec[UPG_CHUNK_PAGES / 2];
-	size_t idx = c << UPG_CHUNK_SHIFT;
-	size_t n = MIN(r->npages - idx, (size_t)UPG_CHUNK_PAGES);
-	int k = upg_uffd_scan_written(u->pagemap_fd, region_addr(r, idx),
-				      n << UPG_PAGE_SHIFT, vec, ARRAY_SIZE(vec),
-				      false);
-
-	for (int i = 0; i < k; i++) {
-		size_t a = (size_t)((char *)(uintptr_t)vec[i].start - r->start);
-		size_t b = (size_t)((char *)(uintptr_t)vec[i].end - r->start);
-
-		for (a >>= UPG_PAGE_SHIFT; a < b >> UPG_PAGE_SHIFT; a++)
-			reap_copy(u, r, a);
-	}
-}
-
 static void reap(struct upg *u)
 {
 	uint64_t now = upg_now_ns();
@@ -209,10 +186,16 @@ static void reap(struct upg *u)
 	for (size_t i = 0; i < u->nregions; i++) {
 		struct upg_region *r = u->regions[i];
 
-		for (size_t c = 0; c < r->nchunks; c++)
+		for (size_t c = 0; c < r->nchunks; c++) {
+			size_t idx = c << UPG_CHUNK_SHIFT;
+
 			if (atomic_load_explicit(&r->chunk_res[c],
 						 memory_order_relaxed))
-				reap_chunk(u, r, c);
+				scan_written(u, r, idx,
+					     MIN(r->npages - idx,
+						 (size_t)UPG_CHUNK_PAGES),
+					     false);
+		}
 	}
 	pthread_rwlock_unlock(&u->regions_lock);
 	upg_stat_inc(upg_evictor_stats(u), UPG_STAT_reap_passes);
@@ -259,7 +242,7 @@ static size_t sweep_window(struct upg *u, struct victim *v, size_t *n,
 	}
 	end = MIN(r->npages, (c + 1) << UPG_CHUNK_SHIFT);
 	if (u->caps.wp_async)
-		scan_written(u, r, idx, end - idx);
+		scan_written(u, r, idx, end - idx, true);
 	for (; idx < end && *n < want; idx++, seen++)
 		if (examine(u, r, idx, &v[*n]))
 			(*n)++;

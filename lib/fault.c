@@ -926,7 +926,6 @@ static void sample_faulter(struct upg_handler *h, uint32_t tid)
 struct upg_canary {
 	struct upg *u;
 	pthread_t thread;
-	bool started;
 	int cpu;
 	_Atomic uint32_t sent;	   /* probes sent (futex word) */
 	_Atomic uint32_t answered; /* the last probe it ran for */
@@ -952,7 +951,6 @@ static int handlers_policy(struct upg *u, int policy)
 		if (e && !err)
 			err = e;
 	}
-	atomic_store(&u->handlers_idle, policy == SCHED_IDLE && !err);
 	return err;
 }
 
@@ -1052,7 +1050,6 @@ static bool canaries_start(struct upg *u)
 		if (pthread_create(&c->thread, NULL, canary_main, c))
 			break;
 		pthread_setname_np(c->thread, "upg-canary"); /* named at once */
-		c->started = true;
 		n++;
 	}
 	u->ncanaries = n;
@@ -1078,12 +1075,7 @@ static void canaries_stop(struct upg *u)
  */
 static bool can_raise(void)
 {
-	bool ok;
-
-	if (set_policy(0, SCHED_IDLE))
-		return false;
-	ok = set_policy(0, SCHED_OTHER) == 0;
-	return ok;
+	return !set_policy(0, SCHED_IDLE) && !set_policy(0, SCHED_OTHER);
 }
 
 static void guard_loop(struct upg *u)
@@ -1155,7 +1147,6 @@ static void guard_start(struct upg *u)
 {
 	int err;
 
-	atomic_store(&u->handlers_idle, false);
 	if (u->p.idle_handlers != UPG_IDLE_AUTO || u->nhandlers < 2)
 		return;
 	if (!u->canaries) /* a fork child has its parent's */

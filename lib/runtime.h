@@ -116,7 +116,6 @@ struct upg {
 	bool guard_started;
 	pthread_mutex_t guard_lock;
 	pthread_cond_t guard_cond;
-	_Atomic bool handlers_idle;  /* at SCHED_IDLE now */
 	struct upg_canary *canaries; /* one per handler CPU */
 	unsigned ncanaries;
 	pthread_mutex_t park_lock;
