@@ -257,7 +257,8 @@ static size_t sweep_window(struct upg *u, struct victim *v, size_t *n,
  * again as the hand crawls over it. Sequential access showed 1.5 pages
  * copied back per page evicted. At most @extra more victims, all in the
  * chunk, and only unreferenced ones, so the clock's choice is unchanged;
- * the evictor just runs a little below its high watermark.
+ * the evictor just runs a little below its high watermark (by at most an
+ * eighth of the budget, or the gap between the watermarks).
  */
 static void finish_chunk(struct upg *u, struct victim *v, size_t *n,
 			 size_t extra)
@@ -301,7 +302,8 @@ static size_t select_victims(struct upg *u, struct victim *v, size_t want)
 	}
 	finish_chunk(u, v, &n,
 		     MIN(UPG_CHUNK_PAGES,
-			 (size_t)MAX(atomic_load(&u->high_gap), 0)));
+			 (size_t)MAX(atomic_load(&u->high_gap),
+				     atomic_load(&u->budget) / 8)));
 	return n;
 }
 

@@ -361,6 +361,41 @@ Test(runtime, copies_of_written_pages_are_reaped)
 	upg_destroy(u);
 }
 
+/*
+ * Sequential passes evict whole chunks: the evictor finishes the chunk its
+ * hand stopped in, so a chunk moved out is not mostly copied back (it was
+ * 1.5 pages copied back per page evicted).
+ */
+Test(runtime, sequential_eviction_moves_whole_chunks)
+{
+	struct upg *u = t_runtime(16 * MiB, NULL);
+	size_t n = 64 * MiB / PAGE;
+	char *m = t_region(u, 64 * MiB);
+	struct upg_stats st;
+
+	if (!strstr(upg_features(u), "remap"))
+		cr_skip_test("no chunk moves (mremap MREMAP_DONTUNMAP)");
+	t_fill(m, n, T_TEXT);
+	for (int pass = 1; pass <= 3; pass++)
+		for (size_t i = 0; i < n; i++) {
+			cr_assert(t_page_check(m + i * PAGE, T_TEXT, i,
+					       (uint8_t)(pass - 1)),
+				  "pass %d page %zu", pass, i);
+			t_page_fill(m + i * PAGE, T_TEXT, i, (uint8_t)pass);
+		}
+	st = t_stats(u);
+	cr_assert_gt(st.evict_remap, n, "only %llu pages left by chunk moves",
+		     (unsigned long long)st.evict_remap);
+	cr_expect_lt(st.evict_remap_kept * 10, st.evict_remap,
+		     "%llu pages copied back for %llu evicted",
+		     (unsigned long long)st.evict_remap_kept,
+		     (unsigned long long)st.evict_remap);
+	for (size_t i = 0; i < n; i++)
+		cr_assert(t_page_check(m + i * PAGE, T_TEXT, i, 3), "page %zu",
+			  i);
+	upg_destroy(u);
+}
+
 /* madvise(MADV_DONTNEED) by the program: the range reads zeros. */
 static void program_dontneed(const char *const *opts)
 {
