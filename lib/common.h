@@ -12,6 +12,11 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <linux/futex.h>
+#include <stdatomic.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #define UPG_PAGE_SHIFT 12
 #define UPG_PAGE_SIZE (1UL << UPG_PAGE_SHIFT)
 #define UPG_PAGE_MASK (~(UPG_PAGE_SIZE - 1))
@@ -76,6 +81,21 @@ static inline void upg_deadline(struct timespec *ts, uint64_t ns)
 	ns += (uint64_t)ts->tv_nsec;
 	ts->tv_sec += (time_t)(ns / 1000000000ULL);
 	ts->tv_nsec = (long)(ns % 1000000000ULL);
+}
+
+/*
+ * upg_futex_wait() - sleep while *@w == @val, at most @timeout (NULL: no
+ * limit); upg_futex_wake() - wake one sleeper. Process-private futexes.
+ */
+static inline void upg_futex_wait(_Atomic uint32_t *w, uint32_t val,
+				  const struct timespec *timeout)
+{
+	syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, val, timeout, NULL, 0);
+}
+
+static inline void upg_futex_wake(_Atomic uint32_t *w)
+{
+	syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
 #endif

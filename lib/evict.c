@@ -286,6 +286,8 @@ static size_t select_victims(struct upg *u, struct victim *v, size_t want)
 {
 	size_t n = 0, seen = 0, steps = 0, max_steps = 2;
 	size_t limit = 2 * (size_t)MAX(atomic_load(&u->resident), 0) + want;
+	size_t extra = (size_t)MAX(atomic_load(&u->high_gap),
+				   atomic_load(&u->budget) / 8);
 
 	/* Two turns: a step covers at most a chunk. */
 	for (size_t i = 0; i < u->nregions; i++)
@@ -300,10 +302,7 @@ static size_t select_victims(struct upg *u, struct victim *v, size_t want)
 		}
 		seen += sweep_window(u, v, &n, want);
 	}
-	finish_chunk(u, v, &n,
-		     MIN(UPG_CHUNK_PAGES,
-			 (size_t)MAX(atomic_load(&u->high_gap),
-				     atomic_load(&u->budget) / 8)));
+	finish_chunk(u, v, &n, MIN(UPG_CHUNK_PAGES, extra));
 	return n;
 }
 
@@ -311,7 +310,7 @@ static size_t select_victims(struct upg *u, struct victim *v, size_t want)
 /* Storing a page                                                      */
 /* ------------------------------------------------------------------ */
 
-static void count_store(struct upg *u, int kind)
+static void count_store(struct upg_stat_shard *st, int kind)
 {
 	static const enum upg_stat_id ids[] = {
 		[UPG_POOL_SAME] = UPG_STAT_evict_same,
@@ -319,7 +318,7 @@ static void count_store(struct upg *u, int kind)
 		[UPG_POOL_RAW] = UPG_STAT_evict_raw,
 	};
 
-	upg_stat_inc(upg_evictor_stats(u), ids[kind]);
+	upg_stat_inc(st, ids[kind]);
 }
 
 /*
@@ -354,9 +353,14 @@ static int64_t store_swap(struct upg *u, const void *page)
 	return (int64_t)pte_make(PTE_EVICTED, PTE_COPY | PTE_SWAP, slot);
 }
 
-static int64_t store_page(struct upg *u, struct victim *v, const void *page)
+/*
+ * @st: the storing thread's statistics. @swap: whether it may write to the
+ * swap file (the evictor's ring: evictor only); if not, a full pool gives
+ * -EAGAIN, for the evictor to retry.
+ */
+static int64_t store_page(struct upg *u, struct victim *v, const void *page,
+			  struct upg_stat_shard *st, bool swap)
 {
-	struct upg_stat_shard *st = upg_evictor_stats(u);
 	uint64_t handle = pte_payload(v->old);
 	int kind;
 
@@ -374,15 +378,106 @@ static int64_t store_page(struct upg *u, struct victim *v, const void *page)
 	}
 	kind = upg_pool_store(u->pool, page, &handle);
 	if (kind < 0) {
-		int64_t e = store_swap(u, page);
+		int64_t e = swap ? store_swap(u, page) : -EAGAIN;
 
-		if (e < 0)
+		if (e < 0 && swap)
 			upg_stat_inc(st, UPG_STAT_evict_pool_full);
 		return e;
 	}
-	count_store(u, kind);
+	count_store(st, kind);
 	/* REF on an evicted entry: stored recently, spared by write-back. */
 	return (int64_t)pte_make(PTE_EVICTED, PTE_COPY | PTE_REF, handle);
+}
+
+/*
+ * Storing a batch with help. Compression is most of the evictor's time, and
+ * while the budget is full the faulting threads' handlers have nothing to
+ * do but wait for it (one program thread scanning: the evictor's CPU is
+ * saturated, the program's idle). So the evictor publishes the batch it
+ * stores as a job; a handler that must wait for room claims pages of it
+ * one at a time and stores them too. The evictor claims from the same
+ * counter, then waits for the pages others claimed, and only then
+ * publishes entries, in order, as before. Helpers never write to the swap
+ * file (the evictor's ring): a full pool leaves -EAGAIN for the evictor.
+ *
+ * The job lives in struct upg; its items on the evictor's stack. A helper
+ * registers (helpers + 1) and then checks the job is still active; the
+ * evictor deactivates it and then waits for helpers to reach 0. Both
+ * sequentially consistent, so either the helper sees the job gone or the
+ * evictor sees the helper.
+ */
+struct upg_store_item {
+	struct victim *v;
+	const char *page;
+	int64_t e;
+};
+
+static void job_work(struct upg *u, struct upg_stat_shard *st, bool swap)
+{
+	size_t i;
+
+	while ((i = atomic_fetch_add(&u->job.next, 1)) < u->job.n) {
+		struct upg_store_item *it = &u->job.item[i];
+
+		it->e = store_page(u, it->v, it->page, st, swap);
+		if (!swap)
+			upg_stat_inc(st, UPG_STAT_evict_helped);
+		if (atomic_fetch_add(&u->job.done, 1) + 1 == u->job.n &&
+		    atomic_load(&u->job.waiting))
+			upg_futex_wake(&u->job.done);
+	}
+}
+
+/* Wait for the items other threads claimed, then for them to leave. */
+static void job_join(struct upg *u)
+{
+	struct timespec ts = { .tv_nsec = 200000 };
+	uint32_t d;
+
+	for (int spin = 0; spin < 1000; spin++)
+		if (atomic_load(&u->job.done) == u->job.n)
+			break;
+	atomic_store(&u->job.waiting, true);
+	while ((d = atomic_load(&u->job.done)) < u->job.n)
+		upg_futex_wait(&u->job.done, d, &ts);
+	atomic_store(&u->job.waiting, false);
+	while (atomic_load(&u->job.helpers))
+		sched_yield();
+}
+
+bool upg_evict_help(struct upg *u, struct upg_stat_shard *st)
+{
+	bool helped = false;
+
+	if (!atomic_load_explicit(&u->job.active, memory_order_relaxed))
+		return false;
+	atomic_fetch_add(&u->job.helpers, 1);
+	if (atomic_load(&u->job.active)) {
+		helped = atomic_load(&u->job.next) < u->job.n;
+		job_work(u, st, false);
+	}
+	atomic_fetch_sub(&u->job.helpers, 1);
+	return helped;
+}
+
+/* Store @n items, with help if any comes. */
+static void store_items(struct upg *u, struct upg_store_item *item, size_t n)
+{
+	struct upg_stat_shard *st = upg_evictor_stats(u);
+
+	u->job.item = item;
+	u->job.n = n;
+	atomic_store(&u->job.next, 0);
+	atomic_store(&u->job.done, 0);
+	atomic_store(&u->job.active, true);
+	job_work(u, st, true);
+	atomic_store(&u->job.active, false);
+	job_join(u);
+	/* What helpers could not store (a full pool) may go to the file. */
+	for (size_t i = 0; i < n; i++)
+		if (item[i].e == -EAGAIN)
+			item[i].e = store_page(u, item[i].v, item[i].page, st,
+					       true);
 }
 
 static void keep_resident(struct upg *u, struct victim *v)
@@ -501,21 +596,25 @@ static size_t evict_move(struct upg *u, struct victim *v, size_t n)
 {
 	size_t evicted = 0, moved = 0;
 
-	move_run(u, v, 0, n);
-	for (size_t i = 0; i < n; i++) {
-		char *page = u->staging + (i << UPG_PAGE_SHIFT);
-		int64_t e;
+	struct upg_store_item item[UPG_EVICT_BATCH];
 
-		if (!v[i].moved)
-			continue;
-		moved++;
-		e = store_page(u, &v[i], page);
-		if (e < 0) {
-			put_back(u, &v[i], page);
+	move_run(u, v, 0, n);
+	for (size_t i = 0; i < n; i++)
+		if (v[i].moved)
+			item[moved++] = (struct upg_store_item){
+				.v = &v[i],
+				.page = u->staging + (i << UPG_PAGE_SHIFT),
+			};
+	store_items(u, item, moved);
+	for (size_t j = 0; j < moved; j++) {
+		struct victim *vj = item[j].v;
+
+		if (item[j].e < 0) {
+			put_back(u, vj, (char *)item[j].page);
 			continue;
 		}
-		upg_page_publish(u, v[i].r, v[i].idx, PTE_RESIDENT,
-				 (uint64_t)e);
+		upg_page_publish(u, vj->r, vj->idx, PTE_RESIDENT,
+				 (uint64_t)item[j].e);
 		evicted++;
 	}
 	if (moved && staging_reset(u) < 0)
@@ -574,7 +673,8 @@ static size_t copy_run(struct upg *u, struct victim *v, size_t k)
 		return 0;
 	}
 	for (size_t j = 0; j < k; j++)
-		e[j] = store_page(u, &v[j], start + (j << UPG_PAGE_SHIFT));
+		e[j] = store_page(u, &v[j], start + (j << UPG_PAGE_SHIFT),
+				  upg_evictor_stats(u), true);
 	for (size_t j = 0; j < k; j++) {
 		if (e[j] >= 0)
 			continue;
@@ -690,16 +790,22 @@ static void copy_back(struct upg *u, struct chunk_op *op, struct victim *spare)
 /* Store each victim from staging (or put it back if the pool is full). */
 static size_t store_victims(struct upg *u, struct chunk_op *op)
 {
-	size_t evicted = 0;
+	struct upg_store_item item[UPG_CHUNK_PAGES];
+	size_t evicted = 0, n = 0;
 
-	for (size_t p = 0; p < op->n; p++) {
-		struct victim *v = op->vic[p];
-		char *page = u->chunk_staging + (p << UPG_PAGE_SHIFT);
-		int64_t e;
+	for (size_t p = 0; p < op->n; p++)
+		if (op->vic[p])
+			item[n++] = (struct upg_store_item){
+				.v = op->vic[p],
+				.page = u->chunk_staging +
+					(p << UPG_PAGE_SHIFT),
+			};
+	store_items(u, item, n);
+	for (size_t j = 0; j < n; j++) {
+		struct victim *v = item[j].v;
+		char *page = (char *)item[j].page;
+		int64_t e = item[j].e;
 
-		if (!v)
-			continue;
-		e = store_page(u, v, page);
 		if (e < 0) {
 			upg_uffd_copy(u->uffd, region_addr(v->r, v->idx), page,
 				      UPG_PAGE_SIZE, false, false);
@@ -1003,6 +1109,9 @@ int upg_evict_restart(struct upg *u)
 	atomic_store(&u->ev_pause, false);
 	atomic_store(&u->ev_idle, false);
 	atomic_store(&u->ev_waiters, 0);
+	/* A handler may have been entering a job; it did not survive. */
+	atomic_store(&u->job.active, false);
+	atomic_store(&u->job.helpers, 0);
 	if (u->staging) {
 		err = upg_uffd_register(u->uffd, u->staging, len, false, true);
 		if (err)

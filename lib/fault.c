@@ -150,6 +150,12 @@ static long charge_or_wait(struct upg_handler *h, long want)
 	if (got)
 		return got;
 	upg_stat_inc(h->stats, UPG_STAT_evict_sync);
+	/* Rather than sleep, compress part of the batch that makes room. */
+	while (upg_evict_help(h->u, h->stats)) {
+		got = upg_charge(h->u, want, h->stats);
+		if (got)
+			return got;
+	}
 	upg_evict_wait(h->u, BUDGET_WAIT_NS);
 	return upg_charge(h->u, want, h->stats);
 }
@@ -954,16 +960,6 @@ static int handlers_policy(struct upg *u, int policy)
 	return err;
 }
 
-static void futex_wait(_Atomic uint32_t *w, uint32_t val)
-{
-	syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
-}
-
-static void futex_wake(_Atomic uint32_t *w)
-{
-	syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
-}
-
 static void *canary_main(void *arg)
 {
 	struct upg_canary *c = arg;
@@ -983,7 +979,7 @@ static void *canary_main(void *arg)
 				     upg_now_ns() - atomic_load(&c->sent_ns));
 			atomic_store(&c->answered, s);
 		}
-		futex_wait(&c->sent, s);
+		upg_futex_wait(&c->sent, s, NULL);
 	}
 	return NULL;
 }
@@ -992,7 +988,7 @@ static void canary_probe(struct upg_canary *c)
 {
 	atomic_store(&c->sent_ns, upg_now_ns());
 	atomic_fetch_add(&c->sent, 1);
-	futex_wake(&c->sent);
+	upg_futex_wake(&c->sent);
 }
 
 static bool faults_waiting(struct upg *u)
@@ -1062,7 +1058,7 @@ static void canaries_stop(struct upg *u)
 		struct upg_canary *c = &u->canaries[i];
 
 		atomic_fetch_add(&c->sent, 1);
-		futex_wake(&c->sent);
+		upg_futex_wake(&c->sent);
 		pthread_join(c->thread, NULL);
 	}
 	u->ncanaries = 0;

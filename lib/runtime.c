@@ -326,6 +326,7 @@ static void fill_gauges(struct upg *u, struct upg_stats *s)
 	s->pool_compressed_bytes = ps.compressed_bytes;
 	s->pool_used_bytes = ps.used_bytes;
 	s->pool_max_bytes = ps.max_bytes;
+	s->pool_parked_bytes = ps.parked_bytes;
 	if (u->swap) {
 		s->swap_slots_used = upg_swap_used(u->swap);
 		s->swap_file_bytes = upg_swap_file_bytes(u->swap);

@@ -35,6 +35,7 @@
 #define UPG_WB_DEPTH 4	 /* write-back batches in flight, at most */
 
 struct upg_wb;
+struct upg_store_item;
 
 struct upg_handler {
 	struct upg *u;
@@ -97,6 +98,19 @@ struct upg {
 	struct upg_wb *wb;    /* write-back batches */
 	size_t wb_region;     /* write-back hand, evictor-private */
 	size_t wb_idx;
+	/*
+	 * The batch the evictor is storing (compressing), shared with
+	 * handlers that wait for room meanwhile: see upg_evict_help().
+	 */
+	struct {
+		_Atomic bool active;
+		_Atomic unsigned helpers; /* threads inside the job */
+		_Atomic size_t next;	  /* next item to claim */
+		_Atomic uint32_t done;	  /* items finished */
+		_Atomic bool waiting;	  /* the evictor sleeps on done */
+		size_t n;
+		struct upg_store_item *item;
+	} job;
 	/*
 	 * Copy fallback: ranges the evictor zapped itself whose REMOVE event
 	 * no handler has consumed yet. madvise() returns once its event is
@@ -226,6 +240,15 @@ void upg_evict_kick(struct upg *u);
  * must get back to reading messages), 0 for no limit.
  */
 void upg_evict_wait(struct upg *u, uint64_t timeout_ns);
+/*
+ * upg_evict_help() - compress pages of the evictor's current batch
+ * @st: the caller's statistics
+ *
+ * For a fault handler that must wait for room anyway: it does part of the
+ * work that makes the room, on its CPU, instead of sleeping.
+ * Return: whether there was a batch to help with.
+ */
+bool upg_evict_help(struct upg *u, struct upg_stat_shard *st);
 /* Recompute the watermarks from the budget and the headroom option. */
 void upg_evict_set_watermarks(struct upg *u);
 

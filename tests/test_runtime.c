@@ -364,7 +364,8 @@ Test(runtime, copies_of_written_pages_are_reaped)
 /*
  * Sequential passes evict whole chunks: the evictor finishes the chunk its
  * hand stopped in, so a chunk moved out is not mostly copied back (it was
- * 1.5 pages copied back per page evicted).
+ * 1.5 pages copied back per page evicted). The scan outruns the evictor, so
+ * handlers waiting for room store victims too (upg_evict_help()).
  */
 Test(runtime, sequential_eviction_moves_whole_chunks)
 {
@@ -390,6 +391,9 @@ Test(runtime, sequential_eviction_moves_whole_chunks)
 		     "%llu pages copied back for %llu evicted",
 		     (unsigned long long)st.evict_remap_kept,
 		     (unsigned long long)st.evict_remap);
+	cr_expect_gt(st.evict_helped, 0,
+		     "no victim stored by a handler (%llu waits for room)",
+		     (unsigned long long)st.evict_sync);
 	for (size_t i = 0; i < n; i++)
 		cr_assert(t_page_check(m + i * PAGE, T_TEXT, i, 3), "page %zu",
 			  i);

@@ -38,6 +38,7 @@
 	X(evict_raw,		"evicted pages stored raw (incompressible)") \
 	X(evict_pool_full,	"evictions refused because the pool is full") \
 	X(evict_sync,		"evictor runs triggered by a full budget") \
+	X(evict_helped,		"victims stored by fault handlers waiting for room") \
 	X(refault,		"faults on pages evicted before")	\
 	X(clock_scanned,	"resident pages examined by the clock")	\
 	X(clock_referenced,	"pages spared by their reference bit")	\
@@ -71,6 +72,7 @@
 	X(pool_compressed_bytes,"gauge: compressed bytes in pool objects") \
 	X(pool_used_bytes,	"gauge: bytes of pool memory allocated") \
 	X(pool_max_bytes,	"gauge: pool size limit")			\
+	X(pool_parked_bytes,	"gauge: empty pool chunks kept mapped for reuse") \
 	X(swap_slots_used,	"gauge: swap file slots in use")	\
 	X(swap_file_bytes,	"gauge: swap file size")
 /* clang-format on */
