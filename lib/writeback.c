@@ -75,6 +75,7 @@ struct upg_wb {
 	struct wb_batch b[UPG_WB_DEPTH];
 	size_t budget;
 	uint64_t inflight;
+	bool nomem; /* the staging could not be mapped (reported) */
 };
 
 /* ------------------------------------------------------------------ */
@@ -267,6 +268,30 @@ static bool wb_go_on(struct upg *u)
 	       !atomic_load(&u->ev_pause) && !upg_swap_failing(u->swap);
 }
 
+static int staging_register(struct upg *u);
+
+/*
+ * The staging is mapped and registered on the first write-back run, not
+ * at start: registration pins it, and a runtime whose pool never fills
+ * would hold those megabytes for nothing.
+ */
+static bool staging_ready(struct upg *u)
+{
+	if (u->wb_buf)
+		return true;
+	u->wb_buf = upg_map(WB_BUF_BYTES);
+	if (!u->wb_buf) {
+		if (!u->wb->nomem)
+			upg_err("swap file: no memory for write-back staging "
+				"(%zu KiB): pool entries stay in the pool",
+				WB_BUF_BYTES >> 10);
+		u->wb->nomem = true;
+		return false;
+	}
+	staging_register(u);
+	return true;
+}
+
 /* Round i publishes batch i - UPG_WB_DEPTH and starts batch i in its part. */
 void upg_wb_run(struct upg *u)
 {
@@ -274,7 +299,7 @@ void upg_wb_run(struct upg *u)
 	uint64_t t0;
 	unsigned i, k;
 
-	if (!b || !u->ev_io || !pool_above(u, true))
+	if (!b || !u->ev_io || !pool_above(u, true) || !staging_ready(u))
 		return; /* (nothing is in flight between runs) */
 	t0 = upg_now_ns();
 	pthread_rwlock_rdlock(&u->regions_lock);
@@ -297,10 +322,18 @@ void upg_wb_run(struct upg *u)
 /* Setting up                                                          */
 /* ------------------------------------------------------------------ */
 
-/*
- * The evictor's ring, with the staging as its fixed buffer (optional:
- * without it each write pins its pages).
- */
+/* The staging as the ring's fixed buffer (optional: else writes pin it). */
+static int staging_register(struct upg *u)
+{
+	int err = upg_io_register(u->ev_io, u->wb_buf, WB_BUF_BYTES);
+
+	if (err)
+		upg_dbg("write-back staging not registered: %s",
+			strerror(-err));
+	return err;
+}
+
+/* The evictor's ring, and the staging's registration if it is mapped. */
 static int ring_create(struct upg *u)
 {
 	int err = upg_io_create(UPG_WB_DEPTH * UPG_WB_BATCH, &u->ev_io);
@@ -308,10 +341,8 @@ static int ring_create(struct upg *u)
 	if (err)
 		return upg_seterr(err, "swap file: cannot set up io_uring: %s",
 				  strerror(-err));
-	err = upg_io_register(u->ev_io, u->wb_buf, WB_BUF_BYTES);
-	if (err)
-		upg_dbg("write-back staging not registered: %s",
-			strerror(-err));
+	if (u->wb_buf)
+		staging_register(u);
 	return 0;
 }
 
@@ -319,10 +350,9 @@ int upg_wb_init(struct upg *u)
 {
 	if (!u->swap)
 		return 0;
-	u->wb_buf = upg_map(WB_BUF_BYTES);
 	u->wb = upg_map(sizeof(*u->wb));
-	if (!u->wb_buf || !u->wb)
-		return upg_seterr(-ENOMEM, "cannot map write-back staging");
+	if (!u->wb)
+		return upg_seterr(-ENOMEM, "cannot map write-back batches");
 	return ring_create(u);
 }
 

@@ -373,16 +373,27 @@ Test(swap, polled_reads_land_in_their_pages)
 	free(buf);
 }
 
-/* The evictor's write-back staging is its ring's fixed buffer. */
+/*
+ * The evictor's write-back staging is its ring's fixed buffer, mapped (and
+ * pinned by the registration) only once write-back runs: a runtime whose
+ * pool never fills holds none of it.
+ */
 Test(swap, writeback_buffer_is_registered)
 {
 	struct upg *u = swap_runtime(NULL);
+	char *m;
 
 	if (geteuid())
 		cr_skip_test("RLIMIT_MEMLOCK may refuse registration");
-	cr_assert(u->ev_io && u->wb_buf);
+	cr_assert(u->ev_io);
+	cr_assert_null(u->wb_buf, "staging mapped before any write-back");
+	m = t_region(u, SIZE);
+	t_fill(m, NPAGES, T_TEXT);
+	cr_assert_gt(t_stats(u).swap_writeback, 0);
+	cr_assert(u->wb_buf);
 	cr_expect(upg_io_is_fixed(u->ev_io, u->wb_buf,
 				  (size_t)UPG_WB_DEPTH * UPG_WB_BATCH * PAGE));
+	cr_expect_eq(t_verify(m, NPAGES, T_TEXT), 0);
 	upg_destroy(u);
 }
 
