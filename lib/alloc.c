@@ -262,6 +262,7 @@ static void *small_alloc(struct upg_heap *h, unsigned c)
 {
 	struct upg_tcache *tc = upg_tcache_get(h);
 	struct tbin *b;
+	unsigned n;
 	void *p;
 
 	if (unlikely(!tc))
@@ -269,9 +270,12 @@ static void *small_alloc(struct upg_heap *h, unsigned c)
 	b = &tc->bin[c];
 	if (likely(b->n))
 		return b->slot[--b->n];
-	b->n = class_take(h, c, b->slot, b->cap / 2);
-	reverse(b->slot, b->n);
-	return b->n ? b->slot[--b->n] : NULL;
+	n = class_take(h, c, b->slot, b->cap / 2);
+	if (!n)
+		return NULL;
+	reverse(b->slot, n);
+	upg_tbin_publish(b, n - 1);
+	return b->slot[n - 1];
 }
 
 /* Free @p, in a page of a class @c slab (checked when it reaches it). */
@@ -287,7 +291,8 @@ static void small_free(struct upg_heap *h, unsigned c, void *p)
 	b = &tc->bin[c];
 	if (unlikely(b->n == b->cap))
 		upg_tbin_flush(h, tc, c, b->cap / 2);
-	b->slot[b->n++] = p;
+	b->slot[b->n] = p;
+	upg_tbin_publish(b, b->n + 1);
 }
 
 static void *large_alloc(struct upg_heap *h, size_t size, size_t align,
@@ -665,14 +670,23 @@ static void fork_parent(void)
 /*
  * The forking thread owns every lock: unlocking is valid. A purge another
  * thread had under way never finishes here: its spans stay out of use (a
- * leak, not a corruption), and purging resumes. So do the blocks in other
- * threads' caches.
+ * leak, not a corruption), and purging resumes. The blocks in other
+ * threads' caches go back to the slabs, once the class and page locks
+ * are free and before the caches lock is (lock order).
  */
 static void fork_child(void)
 {
-	for (struct upg_heap *h = heaps; h; h = h->next_heap)
+	struct upg_heap *h;
+
+	for (h = heaps; h; h = h->next_heap) {
 		atomic_store(&h->purging, false);
-	fork_parent();
+		heap_unlock_all(h);
+	}
+	for (h = heaps; h; h = h->next_heap)
+		upg_tcache_fork_child(h);
+	upg_tcache_fork_unlock();
+	pthread_mutex_unlock(&heaps_lock);
+	upg_front_fork_unlock();
 }
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;

@@ -126,6 +126,23 @@ struct tbin {
 	void **slot;
 };
 
+/*
+ * upg_tbin_publish() - set a bin's count, after the slots it covers
+ * A fork() child gives the bins of threads that do not exist there back to
+ * the slabs (upg_tcache_fork_child()), whatever those threads were doing
+ * at the fork: it sees each one's stores up to some point in its program
+ * order. So a bin never counts a slot before the slot is written (a push
+ * stores the slot, then the count) and a block leaves the count before it
+ * goes back to its slab (upg_tbin_flush()); an interrupted operation
+ * leaves a block out (leaked in the child), never one counted twice or
+ * one in use. The release store keeps the slot stores before the count's:
+ * a plain store on x86, no read-modify-write.
+ */
+static inline void upg_tbin_publish(struct tbin *b, uint32_t n)
+{
+	__atomic_store_n(&b->n, n, __ATOMIC_RELEASE);
+}
+
 struct upg_tcache {
 	struct tbin bin[UPG_NCLASS];
 	/* Written by the owner and by upg_heap_destroy() (caches lock);
@@ -158,12 +175,14 @@ static inline struct upg_tcache *upg_tcache_get(struct upg_heap *h)
 	return upg_tcache_slow(h);
 }
 
-/* Flush the oldest @n blocks of bin @c, or every bin, to @h's slabs. */
+/* Flush the newest @n blocks of bin @c, or every bin, to @h's slabs. */
 void upg_tbin_flush(struct upg_heap *h, struct upg_tcache *tc, unsigned c,
 		    unsigned n);
 void upg_tcache_flush(struct upg_heap *h, struct upg_tcache *tc);
 /* Orphan every cache of @h (upg_heap_destroy) and recycle the caller's. */
 void upg_tcache_orphan(struct upg_heap *h);
+/* fork() child, caches lock held: reclaim the caches of absent threads. */
+void upg_tcache_fork_child(struct upg_heap *h);
 /* fork(): the caches lock, taken and released around the fork. */
 void upg_tcache_fork_lock(void);
 void upg_tcache_fork_unlock(void);
@@ -209,13 +228,16 @@ static inline bool upg_tc_free(struct upg_heap *h, void *p)
 	struct upg_tcache *tc = upg_tc_default;
 	int c = upg_page_class(h, p);
 	struct tbin *b;
+	uint32_t n;
 
 	if (unlikely(!tc || c < 0))
 		return false;
 	b = &tc->bin[c];
-	if (unlikely(b->n == b->cap))
+	n = b->n;
+	if (unlikely(n == b->cap))
 		return false;
-	b->slot[b->n++] = p;
+	b->slot[n] = p;
+	upg_tbin_publish(b, n + 1);
 	return true;
 }
 

@@ -20,13 +20,17 @@
  * its cache. Cache memory is never unmapped: a stale upg_tc_last always
  * points to readable memory.
  *
+ * fork(): a child has the forking thread only. The caches of the other
+ * threads stay on their heaps' lists there with blocks in their bins;
+ * upg_tcache_fork_child() gives those blocks back to their slabs and the
+ * caches to the spare list (upg_tbin_publish() keeps the bins consistent
+ * at any instant of their owners' operations).
+ *
  * Locking: the caches lock (tc_lock) guards the spare list, every heap's
  * cache list and ->h of every cache on one; it comes after heaps_lock and
  * before the class locks (a flush under it takes those). A cache's bins
  * have no lock: only the owner touches them.
  */
-#include <string.h>
-
 #include "alloc.h"
 
 static uint16_t class_cap[UPG_NCLASS]; /* thread cache slots */
@@ -138,15 +142,19 @@ static struct upg_tcache *tcache_new(struct upg_heap *h)
 	return tc;
 }
 
-/* Flush the oldest @n objects of bin @c. */
+/*
+ * Flush the newest @n objects of bin @c: off the bin, then to their slabs
+ * (upg_tbin_publish() says why in this order). The newest rather than the
+ * oldest, so that no slot moves while the bin counts it.
+ */
 void upg_tbin_flush(struct upg_heap *h, struct upg_tcache *tc, unsigned c,
 		    unsigned n)
 {
 	struct tbin *b = &tc->bin[c];
+	uint32_t keep = b->n - n;
 
-	upg_class_put(h, c, b->slot, n);
-	memmove(b->slot, b->slot + n, (b->n - n) * sizeof(void *));
-	b->n -= n;
+	upg_tbin_publish(b, keep);
+	upg_class_put(h, c, b->slot + keep, n);
 }
 
 void upg_tcache_flush(struct upg_heap *h, struct upg_tcache *tc)
@@ -267,6 +275,35 @@ void upg_tcache_orphan(struct upg_heap *h)
 		heap_unlink(h, h->tcaches);
 	pthread_mutex_unlock(&tc_lock);
 	tcache_recycle(false); /* the caller's own */
+}
+
+/* Whether @tc is one of the calling thread's caches. */
+static bool mine(const struct upg_tcache *tc)
+{
+	for (const struct upg_tcache *t = tc_mine; t; t = t->tnext)
+		if (t == tc)
+			return true;
+	return false;
+}
+
+/*
+ * In a fork() child, with the caches lock still held from the prepare
+ * handler and the class and page locks released: the caches of @h that
+ * are not the caller's belong to threads that do not exist here. Their
+ * blocks go back to the slabs, in the child's heap only.
+ */
+void upg_tcache_fork_child(struct upg_heap *h)
+{
+	struct upg_tcache *tc, *next;
+
+	for (tc = h->tcaches; tc; tc = next) {
+		next = tc->hnext;
+		if (mine(tc))
+			continue;
+		upg_tcache_flush(h, tc);
+		heap_unlink(h, tc);
+		spare_push(tc);
+	}
 }
 
 void upg_tcache_fork_lock(void)

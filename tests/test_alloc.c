@@ -4,13 +4,14 @@
  * realloc, usable size, thread caches across thread exit, discard of freed
  * pages, metadata kept outside managed memory, the default heap and the
  * bootstrap arena, caches of a destroyed heap, fork() during the default
- * heap's creation.
+ * heap's creation, other threads' cached blocks in a fork child.
  */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
 #include <unistd.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -806,6 +807,251 @@ Test(alloc, fork_while_default_heap_is_created)
 	cr_log_info("%u forks started before the heap was up", early);
 	cr_assert_gt(early, 0, "no fork raced with the creation");
 	munmap(shared, PAGE);
+}
+
+/* ---- fork(): blocks in the caches of threads the child has not ---- */
+
+enum { CACHED = 100 }; /* 1 KiB blocks: under the bin's 128 slots */
+
+/* Cache blocks of 1 KiB for @t->h (4 to a one-page slab), wait for a fork. */
+static void *cache_blocks(void *arg)
+{
+	struct holder *t = arg;
+	void *p[CACHED];
+
+	for (int i = 0; i < CACHED; i++) {
+		p[i] = upg_heap_malloc(t->h, 1024);
+		memset(p[i], 1, 1024);
+	}
+	for (int i = 0; i < CACHED; i++)
+		upg_heap_free(t->h, p[i]);
+	pthread_barrier_wait(t->bar); /* cached */
+	pthread_barrier_wait(t->bar); /* forked */
+	return NULL;
+}
+
+/*
+ * A fork child (no assertion in here): 0 if the absent thread's blocks
+ * came back to the slabs (all but one of their slabs given back to the
+ * page layer, its cache spare) and can be used; else the failed step.
+ */
+static int child_reclaimed(struct upg_heap *h, size_t active, size_t spare)
+{
+	size_t mapped, spare_now;
+	struct upg_heap_stats s;
+	void *p[CACHED];
+
+	upg_heap_stats_get(h, &s);
+	upg_tcache_count(&mapped, &spare_now);
+	if (s.active_bytes + (CACHED / 4 - 2) * PAGE > active)
+		return 1;
+	if (spare_now < spare + 1)
+		return 2;
+	for (int i = 0; i < CACHED; i++) {
+		p[i] = upg_heap_malloc(h, 1024);
+		if (!p[i])
+			return 3;
+		fill(p[i], 1024, (size_t)i);
+	}
+	for (int i = 0; i < CACHED; i++)
+		if (!check(p[i], 1024, (size_t)i))
+			return 4;
+	upg_heap_stats_get(h, &s);
+	return s.invalid_frees ? 5 : 0;
+}
+
+/*
+ * A fork child inherits the caches of threads that do not exist there:
+ * their blocks go back to the child's heap instead of leaking, and the
+ * parent's caches are untouched.
+ */
+Test(alloc, fork_child_reclaims_other_threads_cached_blocks)
+{
+	struct upg *u;
+	struct upg_heap *h = t_heap(&u, 64 * MiB, NULL);
+	pthread_barrier_t bar;
+	struct upg_heap_stats s, after;
+	size_t mapped, spare;
+	struct holder t;
+	pthread_t th;
+	pid_t pid;
+	int st;
+
+	pthread_barrier_init(&bar, NULL, 2);
+	t = (struct holder){ .h = h, .bar = &bar };
+	pthread_create(&th, NULL, cache_blocks, &t);
+	pthread_barrier_wait(&bar);
+	upg_heap_stats_get(h, &s);
+	upg_tcache_count(&mapped, &spare);
+	pid = fork();
+	if (pid < 0)
+		cr_assert_fail("fork: %s", strerror(errno));
+	if (!pid) /* no assertion in the child: it would hang the runner */
+		_exit(child_reclaimed(h, s.active_bytes, spare));
+	st = child_status(pid, 60000);
+	upg_heap_stats_get(h, &after);
+	pthread_barrier_wait(&bar);
+	pthread_join(th, NULL);
+	cr_assert_eq(st, 0,
+		     "child: status %d (1: blocks not reclaimed, 2: cache not "
+		     "recycled, 3-5: reclaimed blocks unusable)",
+		     st);
+	cr_assert_eq(after.active_bytes, s.active_bytes,
+		     "the parent's heap changed");
+	pthread_barrier_destroy(&bar);
+	t_heap_done(u, h);
+}
+
+/* Blocks made by one thread and freed by another, in batches of 256. */
+struct relay {
+	struct upg_heap *h;
+	pthread_mutex_t lock;
+	void **batch; /* handed over, or NULL */
+	atomic_bool stop;
+	atomic_bool pause; /* while a child runs */
+};
+
+/* Whether to go on; sleeps while paused. */
+static bool relay_on(struct relay *r)
+{
+	while (atomic_load(&r->pause) && !atomic_load(&r->stop))
+		usleep(1000);
+	return !atomic_load(&r->stop);
+}
+
+static void *relay_make(void *arg)
+{
+	struct relay *r = arg;
+	uint64_t seed = 12345;
+
+	while (relay_on(r)) {
+		void **b = malloc(256 * sizeof(void *));
+
+		for (int i = 0; i < 256; i++) {
+			size_t n = 16 + (seed >> 33) % 2000;
+
+			seed = seed * 6364136223846793005ULL + 1;
+			b[i] = upg_heap_malloc(r->h, n);
+			/* resident: a child need not fault it in */
+			memset(b[i], 2, n);
+		}
+		pthread_mutex_lock(&r->lock);
+		while (r->batch && !atomic_load(&r->stop)) {
+			pthread_mutex_unlock(&r->lock);
+			sched_yield();
+			pthread_mutex_lock(&r->lock);
+		}
+		if (!r->batch) {
+			r->batch = b;
+			b = NULL;
+		}
+		pthread_mutex_unlock(&r->lock);
+		free(b); /* stopping: the blocks stay allocated */
+	}
+	return NULL;
+}
+
+static void *relay_free(void *arg)
+{
+	struct relay *r = arg;
+
+	while (relay_on(r)) {
+		void **b;
+
+		pthread_mutex_lock(&r->lock);
+		b = r->batch;
+		r->batch = NULL;
+		pthread_mutex_unlock(&r->lock);
+		if (!b) {
+			sched_yield();
+			continue;
+		}
+		for (int i = 0; i < 256; i++)
+			upg_heap_free(r->h, b[i]);
+		free(b);
+	}
+	return NULL;
+}
+
+/*
+ * A fork child (no assertion in here): nothing reclaimed twice or in use
+ * (@mine: the forking thread's blocks keep their contents while the child
+ * allocates and fills fresh ones).
+ */
+static int child_heap_sound(struct upg_heap *h, char **mine, int n)
+{
+	struct upg_heap_stats s;
+	void *p[1000];
+
+	upg_heap_stats_get(h, &s);
+	if (s.invalid_frees)
+		return 1;
+	for (int i = 0; i < 1000; i++) {
+		p[i] = upg_heap_malloc(h, 16 + (size_t)i * 2);
+		if (!p[i])
+			return 2;
+		fill(p[i], 16 + (size_t)i * 2, (size_t)i + 7);
+	}
+	for (int i = 0; i < n; i++)
+		if (!check(mine[i], 64 + (size_t)i, (size_t)i))
+			return 3;
+	for (int i = 0; i < 1000; i++)
+		if (!check(p[i], 16 + (size_t)i * 2, (size_t)i + 7))
+			return 4;
+	upg_heap_stats_get(h, &s);
+	return s.invalid_frees ? 5 : 0;
+}
+
+/*
+ * Forks while one thread allocates and another frees those blocks (its
+ * bins flush to the slabs all the time): whatever the other threads were
+ * doing, a child reclaims their cached blocks without freeing one twice or
+ * one still in use.
+ */
+Test(alloc, fork_child_reclaims_caches_while_threads_relay_blocks,
+     .timeout = 120)
+{
+	enum { MINE = 500, FORKS = 150 };
+	struct upg *u;
+	struct upg_heap *h = t_heap(&u, 256 * MiB, NULL);
+	struct relay r = { .h = h };
+	struct upg_heap_stats s;
+	char *mine[MINE];
+	pthread_t th[2];
+
+	pthread_mutex_init(&r.lock, NULL);
+	for (int i = 0; i < MINE; i++) {
+		mine[i] = upg_heap_malloc(h, 64 + (size_t)i);
+		fill(mine[i], 64 + (size_t)i, (size_t)i);
+	}
+	pthread_create(&th[0], NULL, relay_make, &r);
+	pthread_create(&th[1], NULL, relay_free, &r);
+	for (int k = 0; k < FORKS; k++) {
+		pid_t pid;
+		int st;
+
+		usleep(500 + (unsigned)k * 97 % 3000);
+		pid = fork();
+		if (pid < 0)
+			cr_assert_fail("fork: %s", strerror(errno));
+		if (!pid) /* no assertion in the child */
+			_exit(child_heap_sound(h, mine, MINE));
+		atomic_store(&r.pause, true);
+		st = child_status(pid, 60000);
+		atomic_store(&r.pause, false);
+		cr_assert_eq(st, 0,
+			     "fork %d: child status %d (1, 5: a block "
+			     "reclaimed twice, 3, 4: one in use)",
+			     k, st);
+	}
+	atomic_store(&r.stop, true);
+	pthread_join(th[0], NULL);
+	pthread_join(th[1], NULL);
+	upg_heap_stats_get(h, &s);
+	cr_assert_eq(s.invalid_frees, 0);
+	for (int i = 0; i < MINE; i++)
+		cr_assert(check(mine[i], 64 + (size_t)i, (size_t)i));
+	t_heap_done(u, h);
 }
 
 /*
