@@ -10,9 +10,11 @@
  *              mostly hit the page cache): p50/p99 of both and the ratio;
  *   scan       a sequential scan of swapped data with readahead against
  *              the same scan with UPG_SWAP_READAHEAD=1: MB/s and the ratio;
- *   writeback  write-back throughput (pages written per second of
- *              write-back batch time: selecting, decompressing, hashing,
- *              writing and publishing) while a fill pushes everything
+ *   writeback  write-back throughput per second of write-back run time
+ *              (selecting, packing, copying, hashing, writing and
+ *              publishing), logical (pages written back x 4 KiB: "ratio")
+ *              and physical (bytes written to the file, objects packed:
+ *              "ratio_physical"), while a fill pushes everything
  *              through a 32 MiB pool, against the file's own sequential
  *              write bandwidth: a new file on the same file system, in
  *              the swap file's mode (O_DIRECT or buffered, from
@@ -335,32 +337,47 @@ static struct upg_stats settled(struct upg *u)
 	return t;
 }
 
-/* Write-back throughput: pages written back per second of run time. */
-static double wb_mbs(const struct upg_stats *s, const struct upg_stats *from)
+/*
+ * Write-back throughput per second of write-back time, MB/s: logical (the
+ * pages written back, 4 KiB each) and, with @physical, the bytes written
+ * to the file (packed objects: fewer than the pages' bytes).
+ */
+static double wb_mbs(const struct upg_stats *s, const struct upg_stats *from,
+		     bool physical)
 {
 	double pages = (double)(s->swap_writeback - from->swap_writeback);
+	double bytes = (double)(s->swap_write_bytes - from->swap_write_bytes);
 	double ns = (double)(s->lat_swap_write.sum_ns -
 			     from->lat_swap_write.sum_ns);
 
-	return pages * PAGE / MiB / (ns * 1e-9);
+	return (physical ? bytes : pages * PAGE) / MiB / (ns * 1e-9);
 }
 
 static void print_wb(const char *phase, const struct upg_stats *s,
 		     const struct upg_stats *from, double fill,
 		     const struct bare_bw *bw)
 {
-	double wb = wb_mbs(s, from);
+	double wb = wb_mbs(s, from, false), phys = wb_mbs(s, from, true);
+	unsigned long long pages = s->swap_writes - from->swap_writes;
+	unsigned long long bytes = s->swap_write_bytes - from->swap_write_bytes;
 
 	printf("{\"phase\":\"%s\",\"pages_written\":%llu,"
-	       "\"written_back\":%llu,\"fill_s\":%.2f,\"fill_mbs\":%.1f,"
-	       "\"writeback_mbs\":%.1f,\"file_seq_write_mbs\":%.1f,"
+	       "\"written_back\":%llu,\"bytes_written\":%llu,"
+	       "\"bytes_per_page\":%.0f,\"fill_s\":%.2f,\"fill_mbs\":%.1f,"
+	       "\"writeback_mbs\":%.1f,\"writeback_physical_mbs\":%.1f,"
+	       "\"file_seq_write_mbs\":%.1f,"
 	       "\"file_best_req_kb\":%zu,\"file_best_depth\":%u,"
 	       "\"file_512k_qd1_mbs\":%.1f,\"ratio\":%.2f,"
-	       "\"ratio_512k_qd1\":%.2f}\n",
-	       phase, (unsigned long long)(s->swap_writes - from->swap_writes),
+	       "\"ratio_physical\":%.2f,\"ratio_512k_qd1\":%.2f,"
+	       "\"ratio_is\":\"pages written back x 4096 B per second of "
+	       "write-back time / file_seq_write_mbs\","
+	       "\"ratio_physical_is\":\"bytes written to the swap file per "
+	       "second of write-back time / file_seq_write_mbs\"}\n",
+	       phase, pages,
 	       (unsigned long long)(s->swap_writeback - from->swap_writeback),
-	       fill, (double)size_mb / fill, wb, bw->best, bw->best_req / 1024,
-	       bw->best_depth, bw->at_512k_qd1, wb / bw->best,
+	       bytes, pages ? (double)bytes / (double)pages : 0.0, fill,
+	       (double)size_mb / fill, wb, phys, bw->best, bw->best_req / 1024,
+	       bw->best_depth, bw->at_512k_qd1, wb / bw->best, phys / bw->best,
 	       wb / bw->at_512k_qd1);
 }
 

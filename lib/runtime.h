@@ -49,6 +49,7 @@ struct upg_handler {
 	struct upg_stat_shard *stats;
 	struct upg_io *io; /* swap-in ring, made on first use */
 	char *buf;	   /* max(cluster, readahead) pages: restore target */
+	char *rbuf;	   /* twice buf, made on first use: swap reads */
 	char *zero;	   /* cluster pages of zeros, never written */
 };
 

@@ -51,15 +51,14 @@ struct wb_entry {
 };
 
 /*
- * A batch: its entries, their objects in staging with lengths and
- * checksums, and the write.
+ * A batch: its entries, their objects' lengths, locations in the file and
+ * offsets in staging, and the write.
  */
 struct wb_batch {
 	struct wb_entry e[UPG_WB_BATCH];
-	void *pages[UPG_WB_BATCH];
 	uint32_t len[UPG_WB_BATCH];
-	struct upg_swap_sum sum[UPG_WB_BATCH];
-	uint64_t slots[UPG_WB_BATCH];
+	uint64_t locs[UPG_WB_BATCH];
+	size_t offs[UPG_WB_BATCH];
 	size_t n;
 	uint64_t bytes; /* of the objects */
 	struct upg_swap_wr w;
@@ -150,18 +149,15 @@ static bool wb_take(struct upg *u, struct upg_region *r, size_t idx,
 }
 
 /*
- * Copy entry @i's object into its page of staging, zero the rest of the
- * page, checksum it and unlock the entry.
+ * Copy entry @i's object to its place in staging @buf (if it has one:
+ * else it stays in the pool) and unlock the entry.
  */
-static void wb_copy(struct upg *u, struct wb_batch *b, size_t i)
+static void wb_copy(struct upg *u, struct wb_batch *b, size_t i, char *buf)
 {
 	struct wb_entry *e = &b->e[i];
-	char *page = b->pages[i];
-	size_t len = b->len[i];
 
-	memcpy(page, e->obj, len);
-	memset(page + len, 0, UPG_PAGE_SIZE - len);
-	upg_swap_sum(page, len, &b->sum[i]);
+	if (b->locs[i])
+		memcpy(buf + b->offs[i], e->obj, b->len[i]);
 	upg_page_publish(u, e->r, e->idx, pte_state(e->old), e->old);
 }
 
@@ -203,7 +199,8 @@ static size_t wb_select(struct upg *u, struct wb_batch *b)
 /* Writing and publishing                                              */
 /* ------------------------------------------------------------------ */
 
-/* Switch an entry to its slot if it is unchanged; else free the slot. */
+/* Switch an entry to its object in the file if it is unchanged; else free
+ * the object. */
 static bool wb_publish(struct upg *u, struct wb_entry *e, uint64_t slot)
 {
 	upg_pte_t *p = &e->r->pte[e->idx];
@@ -224,28 +221,32 @@ static bool wb_publish(struct upg *u, struct wb_entry *e, uint64_t slot)
 	return true;
 }
 
-/* Fill batch @b into staging part @k and start writing it. */
+/*
+ * Fill batch @b: select its entries, pack their objects into slots
+ * through staging part @k, copy them there and start writing them.
+ */
 static size_t wb_start(struct upg *u, struct wb_batch *b, unsigned k)
 {
 	char *buf = u->wb_buf + ((size_t)k * UPG_WB_BATCH << UPG_PAGE_SHIFT);
+	unsigned placed = 0;
 
-	for (size_t i = 0; i < UPG_WB_BATCH; i++)
-		b->pages[i] = buf + (i << UPG_PAGE_SHIFT);
 	b->n = wb_select(u, b);
 	b->bytes = 0;
+	if (b->n)
+		placed = upg_swap_pack(u->swap, upg_evictor_stats(u), b->len,
+				       (unsigned)b->n, buf, b->locs, b->offs,
+				       &b->w);
 	for (size_t i = 0; i < b->n; i++) {
-		wb_copy(u, b, i);
-		b->bytes += b->len[i];
+		wb_copy(u, b, i, buf);
+		b->bytes += b->locs[i] ? b->len[i] : 0;
 	}
 	u->wb->inflight += b->bytes;
-	if (b->n)
-		upg_swap_write_start(u->swap, u->ev_io, upg_evictor_stats(u),
-				     b->pages, b->len, b->sum, (unsigned)b->n,
-				     b->slots, &b->w);
-	return b->n;
+	if (placed)
+		upg_swap_submit(u->swap, u->ev_io, &b->w);
+	return placed;
 }
 
-/* Wait for a batch's write and switch its entries to their slots. */
+/* Wait for a batch's write and switch its entries to their objects. */
 static void wb_finish(struct upg *u, struct wb_batch *b)
 {
 	struct upg_stat_shard *st = upg_evictor_stats(u);
@@ -253,9 +254,10 @@ static void wb_finish(struct upg *u, struct wb_batch *b)
 
 	if (!b->n)
 		return;
-	upg_swap_write_finish(u->swap, u->ev_io, st, &b->w);
+	if (b->w.got)
+		upg_swap_write_finish(u->swap, u->ev_io, st, &b->w);
 	for (size_t i = 0; i < b->n; i++)
-		done += b->slots[i] && wb_publish(u, &b->e[i], b->slots[i]);
+		done += b->locs[i] && wb_publish(u, &b->e[i], b->locs[i]);
 	upg_stat_add(st, UPG_STAT_swap_writeback, done);
 	u->wb->inflight -= b->bytes;
 	b->n = 0;
