@@ -498,9 +498,12 @@ static int read_run(struct upg_handler *h, struct run *run)
 	uint64_t locs[UPG_CLUSTER_MAX];
 	int err = 0;
 
-	if (!h->io)
+	if (!h->io) {
 		err = upg_io_create((unsigned)MIN(u->p.swap_readahead, 64),
 				    &h->io);
+		if (!err)
+			upg_io_set_poll(h->io, u->p.swap_poll_us * 1000ULL);
+	}
 	if (!h->rbuf && !err) {
 		h->rbuf = upg_map(2 * buf_bytes(u));
 		err = h->rbuf ? 0 : -ENOMEM;

@@ -575,32 +575,43 @@ static uint64_t make_loc(uint64_t slot, unsigned k, uint32_t off, uint32_t len)
 }
 
 /*
- * Where the next object of @len bytes goes after @pos bytes of a run whose
- * slot at @pos has @nstart objects starting in it: @pos, or the next slot
- * when that one has UPG_SWAP_SLOT_OBJS already.
+ * Packing position: @pos bytes packed from a slot's start, and @nstart
+ * objects starting in slot @cur (the slot of the last object's start).
  */
-static size_t next_pos(size_t pos, unsigned nstart)
+struct packing {
+	size_t pos;
+	size_t cur;
+	unsigned nstart;
+};
+
+/*
+ * Where the next object goes: at the end of the last one, or at the next
+ * slot's start when UPG_SWAP_SLOT_OBJS start in the slot there already.
+ * Return: its offset from the first slot; counts it as started there.
+ */
+static size_t next_at(struct packing *p)
 {
-	if (nstart == OBJS && pos % UPG_PAGE_SIZE)
-		return SLOT_UP(pos) << UPG_PAGE_SHIFT;
-	return pos;
+	size_t at = p->pos;
+
+	if (at / UPG_PAGE_SIZE == p->cur && p->nstart == OBJS)
+		at = SLOT_UP(at) << UPG_PAGE_SHIFT;
+	if (at / UPG_PAGE_SIZE != p->cur || !p->nstart) {
+		p->cur = at / UPG_PAGE_SIZE;
+		p->nstart = 0;
+	}
+	return at;
 }
 
 /* Slots that objects [0, n) take packed from a slot's start. */
 static unsigned slots_needed(const uint32_t *lens, unsigned n)
 {
-	size_t pos = 0, at;
-	unsigned nstart = 0;
+	struct packing p = { 0 };
 
 	for (unsigned i = 0; i < n; i++) {
-		at = next_pos(pos, nstart);
-		nstart = at / UPG_PAGE_SIZE == pos / UPG_PAGE_SIZE &&
-				 pos % UPG_PAGE_SIZE
-			 ? nstart + 1
-			 : 1;
-		pos = at + lens[i];
+		p.pos = next_at(&p) + lens[i];
+		p.nstart++;
 	}
-	return (unsigned)SLOT_UP(pos);
+	return (unsigned)SLOT_UP(p.pos);
 }
 
 /* A run being packed: @k slots from @first, staged at @base in w->buf. */
@@ -608,8 +619,7 @@ struct run {
 	uint64_t first;
 	unsigned k;
 	size_t base;
-	size_t pos; /* bytes packed */
-	unsigned nstart; /* objects starting in the slot at pos */
+	struct packing p;
 };
 
 /*
@@ -623,22 +633,21 @@ static unsigned fill_run(struct upg_swap *sw, struct run *r,
 	size_t room = (size_t)r->k << UPG_PAGE_SHIFT;
 
 	for (; i < n; i++) {
-		size_t at = next_pos(r->pos, r->nstart);
-		uint64_t s = r->first + at / UPG_PAGE_SIZE;
+		struct packing p = r->p;
+		size_t at = next_at(&p);
+		uint64_t s = r->first + p.cur;
 
 		if (at + lens[i] > room)
 			break;
-		if (at / UPG_PAGE_SIZE != r->pos / UPG_PAGE_SIZE ||
-		    !(r->pos % UPG_PAGE_SIZE)) {
-			r->nstart = 0;
+		if (!p.nstart)
 			atomic_store_explicit(&sw->slot[s].page_known, 0,
 					      memory_order_relaxed);
-		}
-		memset(w->buf + r->base + r->pos, 0, at - r->pos);
-		w->locs[i] = make_loc(s, r->nstart++, at % UPG_PAGE_SIZE,
-				      lens[i]);
+		memset(w->buf + r->base + r->p.pos, 0, at - r->p.pos);
+		w->locs[i] = make_loc(s, p.nstart, at % UPG_PAGE_SIZE, lens[i]);
 		w->offs[i] = r->base + at;
-		r->pos = at + lens[i];
+		p.nstart++;
+		p.pos = at + lens[i];
+		r->p = p;
 	}
 	return i;
 }
@@ -669,9 +678,9 @@ static void settle_run(struct upg_swap *sw, struct run *r, unsigned used,
 }
 
 /* Pack objects from @i on into one newly allocated run. Return: the next. */
-static unsigned pack_run(struct upg_swap *sw, const uint32_t *lens,
-			 unsigned i, unsigned n, struct upg_swap_wr *w,
-			 size_t *staged, int *err)
+static unsigned pack_run(struct upg_swap *sw, const uint32_t *lens, unsigned i,
+			 unsigned n, struct upg_swap_wr *w, size_t *staged,
+			 int *err)
 {
 	struct run r = { .base = *staged };
 	unsigned want = slots_needed(lens + i, n - i), used, to;
@@ -685,9 +694,9 @@ static unsigned pack_run(struct upg_swap *sw, const uint32_t *lens,
 	if (!r.k)
 		return i;
 	to = fill_run(sw, &r, lens, i, n, w);
-	used = (unsigned)SLOT_UP(r.pos);
-	memset(w->buf + r.base + r.pos, 0,
-	       ((size_t)used << UPG_PAGE_SHIFT) - r.pos);
+	used = (unsigned)SLOT_UP(r.p.pos);
+	memset(w->buf + r.base + r.p.pos, 0,
+	       ((size_t)used << UPG_PAGE_SHIFT) - r.p.pos);
 	settle_run(sw, &r, used, i, to, w->locs);
 	op = &w->ops[w->nops];
 	*op = (struct upg_io_op){ .buf = w->buf + r.base,

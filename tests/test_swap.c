@@ -355,7 +355,9 @@ Test(swap, polled_reads_land_in_their_pages)
 		buf[i] = (char)(i / PAGE * 31 + i % 251);
 	cr_assert_eq(pwrite(fd, buf, N * PAGE, 0), (ssize_t)(N * PAGE));
 	cr_assert_eq(upg_io_create(N, &io), 0);
-	for (int k = 0; k < 3; k++) {
+	cr_assert_eq(upg_io_poll(io), UPG_IO_POLL_NS);
+	for (int k = 0; k < 4; k++) {
+		upg_io_set_poll(io, k % 2 ? 0 : UPG_IO_POLL_NS); /* or sleep */
 		memset(rd, 0, N * PAGE);
 		for (int i = 0; i < N; i++) /* page i from page N-1-i */
 			op[i] = (struct upg_io_op){ rd + i * PAGE, PAGE,
@@ -371,6 +373,31 @@ Test(swap, polled_reads_land_in_their_pages)
 	upg_io_destroy(io);
 	close(fd);
 	free(buf);
+}
+
+/*
+ * UPG_SWAP_POLL reaches the handlers' rings: with 0 they sleep at once,
+ * and swapped pages still read back right.
+ */
+Test(swap, swap_poll_option_reaches_handlers)
+{
+	static const char *const opts[] = { "POOL_MAX=1M", "SWAP_POLL=0",
+					    NULL };
+	struct upg *u = t_runtime(BUDGET, opts);
+	char *m = t_region(u, 32 * MiB);
+	unsigned rings = 0;
+
+	t_fill(m, 32 * MiB / PAGE, T_TEXT);
+	cr_expect_eq(t_verify(m, 32 * MiB / PAGE, T_TEXT), 0);
+	cr_assert_gt(t_stats(u).fault_swap, 0);
+	for (unsigned i = 0; i < u->nhandlers; i++) {
+		if (!u->handlers[i].io)
+			continue;
+		rings++;
+		cr_expect_eq(upg_io_poll(u->handlers[i].io), 0);
+	}
+	cr_expect_gt(rings, 0, "no handler read from the file");
+	upg_destroy(u);
 }
 
 /* The evictor's write-back staging is its ring's fixed buffer. */
@@ -437,8 +464,8 @@ static uint32_t object_of(const char *want, char *obj)
  * Pack @n objects (of the pages at @want) through @stage, write them and
  * wait for the write. Return: the number written.
  */
-static unsigned put_objects(struct bare_swap *b, char (*want)[PAGE],
-			    unsigned n, char *stage, uint64_t *locs)
+static unsigned put_objects(struct bare_swap *b, char (*want)[PAGE], unsigned n,
+			    char *stage, uint64_t *locs)
 {
 	static struct upg_swap_wr w;
 	static char obj[UPG_SWAP_WRITE_MAX][PAGE];
@@ -535,7 +562,7 @@ Test(swap, packed_objects_span_slots)
 	char *stage = aligned_alloc(PAGE, N * PAGE);
 	char *rd = aligned_alloc(PAGE, N * PAGE);
 	char *scratch = aligned_alloc(PAGE, 2 * N * PAGE);
-	uint64_t locs[N];
+	uint64_t locs[N], bytes = 0;
 	unsigned spanning = 0;
 	struct bare_swap b;
 
@@ -543,12 +570,17 @@ Test(swap, packed_objects_span_slots)
 	for (int i = 0; i < N; i++)
 		t_page_fill(want[i], T_TEXT, (uint64_t)i, 7);
 	cr_assert_eq(put_objects(&b, want, N, stage, locs), N);
-	for (int i = 0; i < N; i++)
-		spanning += upg_swap_loc_last(locs[i]) >
-			    upg_swap_loc_slot(locs[i]);
+	for (int i = 0; i < N; i++) {
+		spanning +=
+			upg_swap_loc_last(locs[i]) > upg_swap_loc_slot(locs[i]);
+		bytes += upg_swap_loc_len(locs[i]);
+	}
 	cr_expect_gt(spanning, N / 4, "%u objects span two slots", spanning);
-	cr_expect_lt(upg_swap_used(b.sw), N * 3 / 4, "%llu slots for %d pages",
-		     (unsigned long long)upg_swap_used(b.sw), N);
+	/* Tight: no gaps but after the last object. */
+	cr_expect_eq(upg_swap_used(b.sw), (bytes + PAGE - 1) / PAGE,
+		     "%llu slots for %llu bytes",
+		     (unsigned long long)upg_swap_used(b.sw),
+		     (unsigned long long)bytes);
 	cr_assert_eq(upg_swap_read(b.sw, b.io, locs, N, rd, scratch), 0);
 	for (int i = 0; i < N; i++)
 		cr_expect_eq(memcmp(rd + i * PAGE, want[i], PAGE), 0, "page %d",
@@ -629,7 +661,7 @@ Test(swap, tiny_objects_per_slot_capped)
 	for (int i = 0; i < N; i++) {
 		cr_assert_lt(upg_swap_loc_len(locs[i]), 200);
 		in_slot = i && upg_swap_loc_slot(locs[i]) ==
-					upg_swap_loc_slot(locs[i - 1])
+						  upg_swap_loc_slot(locs[i - 1])
 				  ? in_slot + 1
 				  : 1;
 		cr_assert_leq(in_slot, UPG_SWAP_SLOT_OBJS, "object %d", i);
@@ -641,8 +673,8 @@ Test(swap, tiny_objects_per_slot_capped)
 		cr_expect_eq(memcmp(rd + i * PAGE, want[i], PAGE), 0, "page %d",
 			     i);
 		cr_expect(upg_swap_matches(b.sw, locs[i], want[i]), "%d", i);
-		cr_expect_not(upg_swap_matches(b.sw, locs[i],
-					       want[(i + 1) % N]));
+		cr_expect_not(
+			upg_swap_matches(b.sw, locs[i], want[(i + 1) % N]));
 	}
 	bare_swap_close(&b);
 	free(stage);
