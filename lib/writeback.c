@@ -10,8 +10,9 @@
  * batches.
  *
  * What goes to the file is the pool's object itself (an LZ4 block, or a
- * raw page), copied, not decoded: swap.c stores it at the start of a slot
- * and decodes it when the page is read back. Decompressing every page here
+ * raw page), copied, not decoded: swap.c packs a batch's objects end to
+ * end across the slots it allocates, and decodes an object when its page
+ * is read back. Decompressing every page here
  * took two thirds of a run's CPU time and held write-back to ~1.1 GB/s on
  * one CPU; a helper thread sharing the decompression did not help
  * on this 2-CPU machine while the program kept the other CPU busy (it got
@@ -29,7 +30,10 @@
  * flight while the next is copied (with two, the evictor waited for the
  * file 10-25% of a run; with four, 2-8%), and the staging is the evictor
  * ring's fixed buffer, so writes do not pin its pages each time (a quarter
- * of a write's submission cost).
+ * of a write's submission cost). Batches are 256 entries since objects are
+ * packed: 128 packed text objects made 340 KiB requests, smaller than the
+ * file's best shapes (512 KiB-4 MiB), and each batch costs the evictor a
+ * submission and a sleep, which on a busy machine is a wait for a CPU.
  *
  * Locking: the evictor holds regions_lock (read) for a whole run (entries
  * point into regions), and the page locks of a batch's entries from their
