@@ -53,6 +53,9 @@ for r in (json.loads(l) for l in open(sys.argv[1]) if l.strip()):
               f"{r['ratio']:.2f} (target >= 0.8: {ok}); "
               + (f"bytes written {phys:.0f} MB/s ({r['bytes_per_page']:.0f} "
                  f"B/page): {r['ratio_physical']:.2f}; " if phys else "")
+              + (f"vs the file's best from 4 KiB pages "
+                 f"{r['file_4k_pages_mbs']:.0f} MB/s: {r['ratio_4k_pages']:.2f}; "
+                 if "file_4k_pages_mbs" in r else "")
               + f"vs 512 KiB x 1: {r['file_512k_qd1_mbs']:.0f} MB/s, "
               f"{r['ratio_512k_qd1']:.2f}; fill {r['fill_mbs']:.0f} MB/s")
 PY

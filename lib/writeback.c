@@ -30,7 +30,8 @@
  * flight while the next is copied (with two, the evictor waited for the
  * file 10-25% of a run; with four, 2-8%), and the staging is the evictor
  * ring's fixed buffer, so writes do not pin its pages each time (a quarter
- * of a write's submission cost). Batches are 256 entries since objects are
+ * of a write's submission cost), in huge pages where the kernel gives
+ * them (below). Batches are 256 entries since objects are
  * packed: 128 packed text objects made 340 KiB requests, smaller than the
  * file's best shapes (512 KiB-4 MiB), and each batch costs the evictor a
  * submission and a sleep, which on a busy machine is a wait for a CPU.
@@ -41,11 +42,13 @@
  */
 #include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "runtime.h"
 
 #define WB_ROUNDS 32 /* batches per run: regions_lock is held throughout */
 #define WB_BUF_BYTES ((size_t)UPG_WB_DEPTH * UPG_WB_BATCH << UPG_PAGE_SHIFT)
+#define HUGE_BYTES (2UL << 20)
 
 struct wb_entry {
 	struct upg_region *r;
@@ -321,11 +324,37 @@ static int ring_create(struct upg *u)
 	return 0;
 }
 
+/*
+ * Staging in 2 MiB pages if the kernel gives them (THP "madvise" or
+ * "always"): a registered buffer of huge pages makes a write a few long
+ * segments instead of one per 4 KiB page, and this VM's disk took the
+ * same 680 KiB writes at 2.2-2.3 GB/s from 4 KiB pages and 3.0-3.3 GB/s
+ * from huge pages. Mapped aligned (the rest of a larger mapping is cut
+ * off), so that upg_unmap() of WB_BUF_BYTES frees it; plain pages
+ * otherwise.
+ */
+static char *map_staging(void)
+{
+	char *raw = upg_map(WB_BUF_BYTES + HUGE_BYTES), *buf;
+	size_t head;
+
+	if (!raw)
+		return NULL;
+	buf = (char *)(((uintptr_t)raw + HUGE_BYTES - 1) & ~(HUGE_BYTES - 1));
+	head = (size_t)(buf - raw);
+	if (head)
+		munmap(raw, head);
+	munmap(buf + WB_BUF_BYTES, HUGE_BYTES - head);
+	madvise(buf, WB_BUF_BYTES, MADV_HUGEPAGE); /* (staging, not managed) */
+	memset(buf, 0, WB_BUF_BYTES); /* populate before registration */
+	return buf;
+}
+
 int upg_wb_init(struct upg *u)
 {
 	if (!u->swap)
 		return 0;
-	u->wb_buf = upg_map(WB_BUF_BYTES);
+	u->wb_buf = map_staging();
 	u->wb = upg_map(sizeof(*u->wb));
 	if (!u->wb_buf || !u->wb)
 		return upg_seterr(-ENOMEM, "cannot map write-back staging");

@@ -400,7 +400,8 @@ Test(swap, swap_poll_option_reaches_handlers)
 	upg_destroy(u);
 }
 
-/* The evictor's write-back staging is its ring's fixed buffer. */
+/* The evictor's write-back staging is its ring's fixed buffer, aligned
+ * for 2 MiB pages. */
 Test(swap, writeback_buffer_is_registered)
 {
 	struct upg *u = swap_runtime(NULL);
@@ -410,6 +411,8 @@ Test(swap, writeback_buffer_is_registered)
 	cr_assert(u->ev_io && u->wb_buf);
 	cr_expect(upg_io_is_fixed(u->ev_io, u->wb_buf,
 				  (size_t)UPG_WB_DEPTH * UPG_WB_BATCH * PAGE));
+	/* Aligned for huge pages (long segments per write). */
+	cr_expect_eq((uintptr_t)u->wb_buf % (2 * MiB), 0);
 	upg_destroy(u);
 }
 
