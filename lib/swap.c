@@ -695,6 +695,11 @@ static unsigned pack_run(struct upg_swap *sw, const uint32_t *lens, unsigned i,
 		return i;
 	to = fill_run(sw, &r, lens, i, n, w);
 	used = (unsigned)SLOT_UP(r.p.pos);
+	if (to == i) { /* (cannot happen: an object fits an empty slot) */
+		settle_run(sw, &r, 0, i, i, w->locs);
+		*err = -ENOBUFS;
+		return i;
+	}
 	memset(w->buf + r.base + r.p.pos, 0,
 	       ((size_t)used << UPG_PAGE_SHIFT) - r.p.pos);
 	settle_run(sw, &r, used, i, to, w->locs);
