@@ -46,10 +46,16 @@ for r in (json.loads(l) for l in open(sys.argv[1]) if l.strip()):
     elif p in ("writeback", "writeback_reuse"):
         ok = "met" if r["ratio"] >= 0.8 else "MISSED"
         what = "write-back" if p == "writeback" else "reused slots"
-        print(f"{mode:9s} {what} {r['writeback_mbs']:.0f} MB/s vs the "
+        phys = r.get("writeback_physical_mbs")
+        print(f"{mode:9s} {what} {r['writeback_mbs']:.0f} MB/s of pages vs the "
               f"file's {r['file_seq_write_mbs']:.0f} MB/s "
               f"({r['file_best_req_kb']} KiB x {r['file_best_depth']}): "
               f"{r['ratio']:.2f} (target >= 0.8: {ok}); "
-              f"vs 512 KiB x 1: {r['file_512k_qd1_mbs']:.0f} MB/s, "
+              + (f"bytes written {phys:.0f} MB/s ({r['bytes_per_page']:.0f} "
+                 f"B/page): {r['ratio_physical']:.2f}; " if phys else "")
+              + (f"vs the file's best from 4 KiB pages "
+                 f"{r['file_4k_pages_mbs']:.0f} MB/s: {r['ratio_4k_pages']:.2f}; "
+                 if "file_4k_pages_mbs" in r else "")
+              + f"vs 512 KiB x 1: {r['file_512k_qd1_mbs']:.0f} MB/s, "
               f"{r['ratio_512k_qd1']:.2f}; fill {r['fill_mbs']:.0f} MB/s")
 PY

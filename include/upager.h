@@ -77,7 +77,12 @@ struct upg_params {
 	unsigned swap_readahead; /* UPG_SWAP_READAHEAD: pages, 1 = off */
 	/* UPG_IDLE_HANDLERS: handler priority, see enum upg_idle_mode */
 	enum upg_idle_mode idle_handlers;
+	/* UPG_SWAP_POLL: microseconds a swap-in polls for its read before
+	 * sleeping (0 = sleep at once), at most UPG_SWAP_POLL_MAX_US */
+	unsigned swap_poll_us;
 };
+
+#define UPG_SWAP_POLL_MAX_US 10000
 
 /**
  * upg_params_init() - fill @p with the option table's defaults

@@ -343,14 +343,14 @@ static int64_t store_swap(struct upg *u, const void *page)
 {
 	struct upg_stat_shard *st = upg_evictor_stats(u);
 	void *pages[1] = { (void *)page };
-	uint64_t slot;
+	uint64_t loc;
 
 	if (!u->swap || !u->ev_io || upg_swap_failing(u->swap))
 		return -ENOSPC;
-	if (upg_swap_write(u->swap, u->ev_io, st, pages, 1, &slot))
+	if (upg_swap_write(u->swap, u->ev_io, st, pages, 1, &loc))
 		return -ENOSPC;
 	upg_stat_inc(st, UPG_STAT_swap_direct);
-	return (int64_t)pte_make(PTE_EVICTED, PTE_COPY | PTE_SWAP, slot);
+	return (int64_t)pte_make(PTE_EVICTED, PTE_COPY | PTE_SWAP, loc);
 }
 
 /*

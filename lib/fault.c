@@ -211,15 +211,19 @@ static size_t fault_window(struct upg *u, struct run *run)
 }
 
 /*
- * Whether entry @v can join a run that starts with @first, @i pages on:
- * the same state, from the same tier, and for swapped pages the next slot
- * (so that one read brings the whole run in).
+ * Whether entry @v can join @run as its next page: the same state, from
+ * the same tier, and for swapped pages the next object in the file (so
+ * that one read brings the whole run in).
  */
-static bool joins_run(uint64_t first, uint64_t v, size_t i)
+static bool joins_run(const struct run *run, uint64_t v)
 {
+	uint64_t first = run->old[0];
+
 	if (pte_state(v) != pte_state(first) || ((v ^ first) & PTE_SWAP))
 		return false;
-	return !(first & PTE_SWAP) || pte_payload(v) == pte_payload(first) + i;
+	return !(first & PTE_SWAP) ||
+	       upg_swap_follows(pte_payload(run->old[run->n - 1]),
+				pte_payload(v));
 }
 
 /* Extend a run (whose first page is locked) over pages that join it. */
@@ -231,10 +235,10 @@ static void grow_run(struct upg *u, struct run *run, size_t max)
 		uint64_t v = atomic_load_explicit(&pte[run->n],
 						  memory_order_relaxed);
 
-		if (!joins_run(run->old[0], v, run->n) || (v & PTE_LOCK) ||
+		if (!joins_run(run, v) || (v & PTE_LOCK) ||
 		    !pte_trylock(&pte[run->n], &v))
 			break;
-		if (!joins_run(run->old[0], v, run->n)) {
+		if (!joins_run(run, v)) {
 			/* Publish, not store: keeps a WAIT set meanwhile. */
 			upg_page_publish(u, run->r, run->idx + run->n,
 					 pte_state(v), v);
@@ -482,25 +486,42 @@ static size_t swap_window(struct upg_handler *h, struct run *run)
 	return next_window(run, seq, h->u->p.swap_readahead);
 }
 
+/* Bytes of h->buf: the largest run. */
+static size_t buf_bytes(struct upg *u)
+{
+	return (size_t)MAX(u->p.cluster, u->p.swap_readahead) << UPG_PAGE_SHIFT;
+}
+
 /*
- * Read the run's pages into h->buf in one request; if that fails, the
- * faulting page alone. Return: 0, or -errno if the faulting page failed.
+ * Read the run's pages into h->buf in one request (their objects follow
+ * each other in the file, in at most twice as many slots: h->rbuf); if
+ * that fails, the faulting page alone. Return: 0, or -errno if the
+ * faulting page failed.
  */
 static int read_run(struct upg_handler *h, struct run *run)
 {
 	struct upg *u = h->u;
-	uint64_t slot = pte_payload(run->old[0]);
+	uint64_t locs[UPG_CLUSTER_MAX];
 	int err = 0;
 
-	if (!h->io)
+	if (!h->io) {
 		err = upg_io_create((unsigned)MIN(u->p.swap_readahead, 64),
 				    &h->io);
+		if (!err)
+			upg_io_set_poll(h->io, u->p.swap_poll_us * 1000ULL);
+	}
+	if (!h->rbuf && !err) {
+		h->rbuf = upg_map(2 * buf_bytes(u));
+		err = h->rbuf ? 0 : -ENOMEM;
+	}
+	for (size_t i = 0; i < run->n; i++)
+		locs[i] = pte_payload(run->old[i]);
 	if (!err)
-		err = upg_swap_read(u->swap, h->io, slot, (unsigned)run->n,
-				    h->buf);
-	if (err && run->n > 1 && h->io) {
+		err = upg_swap_read(u->swap, h->io, locs, (unsigned)run->n,
+				    h->buf, h->rbuf);
+	if (err && run->n > 1 && h->io && h->rbuf) {
 		release_run(u, run, 1);
-		err = upg_swap_read(u->swap, h->io, slot, 1, h->buf);
+		err = upg_swap_read(u->swap, h->io, locs, 1, h->buf, h->rbuf);
 	}
 	return err;
 }
@@ -515,10 +536,12 @@ static void swap_failed(struct upg_handler *h, struct run *run, int err)
 	char *addr = region_addr(run->r, run->idx);
 
 	upg_stat_inc(h->stats, UPG_STAT_swap_read_errors);
-	upg_err("swap file %s: cannot read back page %p from slot %llu: %s; "
-		"the page's contents are lost",
+	upg_err("swap file %s: cannot read back page %p from slot %llu "
+		"(offset %u, %u bytes): %s; the page's contents are lost",
 		upg_swap_name(h->u->swap), (void *)addr,
-		(unsigned long long)pte_payload(run->old[0]),
+		(unsigned long long)upg_swap_loc_slot(pte_payload(run->old[0])),
+		upg_swap_loc_off(pte_payload(run->old[0])),
+		upg_swap_loc_len(pte_payload(run->old[0])),
 		err == -EBADMSG	  ? "its data does not match its checksum"
 		: err == -ENODATA ? "short read"
 				  : strerror(-err));
@@ -1255,11 +1278,6 @@ static unsigned allowed_cpus(int *cpus, unsigned max)
 	return n;
 }
 
-static size_t buf_bytes(struct upg *u)
-{
-	return (size_t)MAX(u->p.cluster, u->p.swap_readahead) << UPG_PAGE_SHIFT;
-}
-
 static int handler_init(struct upg *u, struct upg_handler *h, int cpu)
 {
 	size_t len = (size_t)u->p.cluster << UPG_PAGE_SHIFT;
@@ -1342,6 +1360,8 @@ void upg_fault_stop(struct upg *u)
 			pthread_join(h->thread, NULL);
 		}
 		upg_unmap(h->buf, buf_bytes(u));
+		if (h->rbuf)
+			upg_unmap(h->rbuf, 2 * buf_bytes(u));
 		upg_io_destroy(h->io);
 		upg_unmap(h->zero, (size_t)u->p.cluster << UPG_PAGE_SHIFT);
 	}

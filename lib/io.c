@@ -13,7 +13,8 @@
  * process): transfers then work as before.
  *
  * Reads are waited for by polling the completion queue, yielding the CPU
- * between looks, for up to POLL_NS before sleeping: a fault handler reads
+ * between looks, for up to the ring's poll time (UPG_SWAP_POLL for the
+ * fault handlers' rings, UPG_IO_POLL_NS by default) before sleeping: a fault handler reads
  * with the faulting thread blocked, usually on this CPU, and sleeping
  * costs an idle exit and a wake-up, 10-30 us of a 4 KiB read's ~70 in
  * this VM (swap-in p50 98-106 -> 77-90 us). Yielding, not spinning, so
@@ -36,6 +37,7 @@
 struct upg_io {
 	struct io_uring ring;
 	unsigned depth;
+	uint64_t poll_ns;
 	char *fixed; /* the registered buffer, or NULL */
 	size_t fixed_len;
 };
@@ -77,6 +79,7 @@ int upg_io_create(unsigned depth, struct upg_io **out)
 				  strerror(-err));
 	}
 	io->depth = depth;
+	io->poll_ns = UPG_IO_POLL_NS;
 	*out = io;
 	return 0;
 }
@@ -150,9 +153,17 @@ static unsigned queue(struct upg_io *io, int fd, struct upg_io_op *ops,
 	return queued;
 }
 
-#define POLL_NS 200000ULL
+void upg_io_set_poll(struct upg_io *io, uint64_t ns)
+{
+	io->poll_ns = ns;
+}
 
-/* A completion, if one comes within POLL_NS. */
+uint64_t upg_io_poll(const struct upg_io *io)
+{
+	return io->poll_ns;
+}
+
+/* A completion, if one comes within the ring's poll time. */
 static int poll_cqe(struct upg_io *io, struct io_uring_cqe **cqe)
 {
 	uint64_t t0 = upg_now_ns();
@@ -160,7 +171,7 @@ static int poll_cqe(struct upg_io *io, struct io_uring_cqe **cqe)
 
 	/* sched_yield() returns at once if nothing else wants the CPU. */
 	while ((err = io_uring_peek_cqe(&io->ring, cqe)) == -EAGAIN &&
-	       upg_now_ns() - t0 < POLL_NS)
+	       upg_now_ns() - t0 < io->poll_ns)
 		sched_yield();
 	return err;
 }
@@ -173,7 +184,7 @@ static bool reap_one(struct upg_io *io, bool poll)
 {
 	struct io_uring_cqe *cqe;
 	struct upg_io_op *op;
-	int err = poll ? poll_cqe(io, &cqe) : -EAGAIN;
+	int err = poll && io->poll_ns ? poll_cqe(io, &cqe) : -EAGAIN;
 
 	while (err == -EAGAIN || err == -EINTR)
 		err = io_uring_wait_cqe(&io->ring, &cqe);

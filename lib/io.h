@@ -29,6 +29,15 @@ int upg_io_create(unsigned depth, struct upg_io **out);
 void upg_io_destroy(struct upg_io *io);
 
 /*
+ * upg_io_set_poll() - how long upg_io_run() polls for a read's completion
+ * before sleeping (0: sleep at once); UPG_IO_POLL_NS for a new ring
+ */
+void upg_io_set_poll(struct upg_io *io, uint64_t ns);
+uint64_t upg_io_poll(const struct upg_io *io);
+
+#define UPG_IO_POLL_NS 200000ULL
+
+/*
  * upg_io_register() - register @len bytes at @buf as the ring's one fixed
  * buffer: later transfers that lie inside it skip pinning its pages.
  * Return: 0, -EBUSY if one is registered already, or -errno from the

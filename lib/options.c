@@ -63,6 +63,9 @@
 	  "O_DIRECT swap I/O (no page cache)")				\
 	X(SWAP_READAHEAD, swap_readahead, uint, "32",			\
 	  "swap-in readahead, pages, power of two 1-256; 1 = off")	\
+	X(SWAP_POLL, swap_poll_us, uint, "200",				\
+	  "swap-in: poll for the read this many microseconds "		\
+	  "(0-10000) before sleeping; 0 = sleep at once")		\
 	X(STATS, stats, bool, "off",					\
 	  "print statistics at exit")					\
 	X(LOG, log_level, level, "1",					\
@@ -566,6 +569,11 @@ static int check_counts(const struct upg_params *p)
 				  "UPG_SWAP_READAHEAD: must be a power of two "
 				  "from 1 to 256 (got %u)",
 				  c);
+	if (p->swap_poll_us > UPG_SWAP_POLL_MAX_US)
+		return upg_seterr(-EINVAL,
+				  "UPG_SWAP_POLL: must be at most %u "
+				  "microseconds, 0 to sleep at once (got %u)",
+				  UPG_SWAP_POLL_MAX_US, p->swap_poll_us);
 	if (p->swap_max && p->swap_max < (1UL << 20))
 		return upg_seterr(-EINVAL,
 				  "UPG_SWAP_MAX: must be 0 (no limit) or at "

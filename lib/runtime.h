@@ -31,7 +31,7 @@
 #define UPG_EVICT_BATCH 128
 #define UPG_CLUSTER_MAX 256
 #define UPG_SELF_ZAP_RING 64
-#define UPG_WB_BATCH 128 /* pages per write-back batch */
+#define UPG_WB_BATCH 256 /* pages per write-back batch: ~680 KiB packed */
 #define UPG_WB_DEPTH 4	 /* write-back batches in flight, at most */
 
 struct upg_wb;
@@ -50,6 +50,7 @@ struct upg_handler {
 	struct upg_stat_shard *stats;
 	struct upg_io *io; /* swap-in ring, made on first use */
 	char *buf;	   /* max(cluster, readahead) pages: restore target */
+	char *rbuf;	   /* twice buf, made on first use: swap reads */
 	char *zero;	   /* cluster pages of zeros, never written */
 };
 

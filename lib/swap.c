@@ -8,30 +8,33 @@
  * is written, so a full file system fails the write at once (ENOSPC)
  * instead of losing a buffered page at writeback.
  *
- * Slot contents: a page written back from the pool is stored as the
- * pool's LZ4 object of it, at the start of its slot (the rest is zeros),
- * and decoded when read back; a page that does not compress, or one the
- * evictor writes straight to the file, is stored whole. So write-back
- * copies objects instead of decompressing them (two thirds of its CPU time
- * and the limit on its throughput, when it decompressed), and only pages
- * that are read back again pay for decoding. Slots stay 4 KiB, so the
- * file's layout, readahead and slot accounting do not depend on the
- * format.
+ * Slot contents: objects packed end to end. Write-back copies the pool's
+ * LZ4 objects (an object of a page that did not compress is the page) into
+ * a staging buffer one after the other, across slot boundaries, and writes
+ * the slots they fill; a page the evictor writes straight to the file is
+ * a 4096-byte object filling its own slot. So the file holds what the
+ * pool held (1.5x fewer bytes than pages for text), write-back copies
+ * objects instead of decompressing them, and only pages that are read
+ * back again pay for decoding. A run of slots ends with zeros after its
+ * last object, and an object starts in the next slot when UPG_SWAP_SLOT_OBJS
+ * start in this one already (the per-slot records are that many).
  *
  * Slot map: a reference count and a struct slot per slot, in lazily
  * populated *shared* anonymous memory sized for the largest file, so that
  * after fork() parent and child (which share the file) allocate from one
- * map: a slot is taken by a CAS from 0 to 1, and the slots in use at fork
- * time gain a reference (upg_swap_fork()), so neither process reuses a
- * slot the other still needs. A count that reaches 255 pins its slot.
- * Only the evictor allocates; any thread frees.
+ * map: a slot is taken by a CAS from 0 to 1, then holds one reference per
+ * object lying in it, and at fork time every count doubles
+ * (upg_swap_fork()), so neither process reuses a slot the other still
+ * needs. A count that reaches REF_PINNED pins its slot. Only the evictor
+ * allocates; any thread frees.
  *
- * Integrity: the bytes a slot holds are checked against their 128-bit
- * checksum when read back, so a corrupt or failing file is reported as the
- * error it is, never returned as data. The page's own checksum, known from
- * the start for a whole page and computed when an object is first decoded,
- * lets the evictor drop a clean page whose slot still holds it (a store
- * racing with the eviction changes the checksum).
+ * Integrity: the 4 KiB a slot holds (objects, their tails from the slot
+ * before, zeros) are checked against their 128-bit checksum when read
+ * back, so a corrupt, stale or failing file is reported as the error it
+ * is, never returned as data. Each object's page checksum (64 bits, known
+ * from the start for a whole page, computed when an object is first
+ * decoded) lets the evictor drop a clean page whose object still holds it
+ * (a store racing with the eviction changes the checksum).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -50,27 +53,28 @@
 #include "swap.h"
 
 #define SLOTS_MAX (1ULL << 28) /* 1 TiB of 4 KiB slots */
-#define REF_PINNED 255
+#define REF_PINNED UINT16_MAX
+#define OBJS UPG_SWAP_SLOT_OBJS
 #define GROW_SLOTS 4096ULL    /* the file grows by 16 MiB or 1/8 */
 #define RUN_MIN 16	      /* a free run worth writing into */
 #define SCAN_MAX (1ULL << 16) /* slots looked at per allocation */
 #define NONE UINT64_MAX
+#define SLOT_UP(bytes) (((bytes) + UPG_PAGE_SIZE - 1) >> UPG_PAGE_SHIFT)
 #define FAIL_BACKOFF_NS 1000000000ULL /* no writes for 1 s after a failure */
 
 enum cause { C_NOSPC, C_IO, C_SHORT, C_OTHER, C_NR };
 
 /*
- * What a slot holds: @len bytes (UPG_PAGE_SIZE: the page itself; fewer:
- * its LZ4 object) whose checksum is @data, and, once @page_known, the
- * checksum of the page they decode to. Written by the evictor before the
- * write that fills the slot; @page also by readers of the slot, which all
- * compute the same value (a benign race between processes sharing it);
- * @page_known is set after @page with release, read with acquire.
+ * What a slot holds: 4 KiB whose checksum is @data, and for each object
+ * starting in it (bit k of @page_known set) the checksum of the page it
+ * decodes to, @page[k]. Written by the evictor before the write that fills
+ * the slot; @page also by readers of an object, which all compute the same
+ * value (a benign race between processes sharing it); a bit of
+ * @page_known is set after its @page with release, read with acquire.
  */
 struct slot {
 	struct upg_swap_sum data;
-	struct upg_swap_sum page;
-	uint32_t len;
+	uint64_t page[OBJS];
 	_Atomic uint32_t page_known;
 };
 
@@ -81,11 +85,11 @@ struct upg_swap {
 	uint64_t nslots;	      /* limit */
 	uint64_t cursor;	      /* next-fit inside the file */
 	uint64_t tail;		      /* where the last run appended ended */
-	_Atomic uint64_t used;	      /* slots this process references */
 	_Atomic uint64_t *file_slots; /* shared: slots the file has room for */
 	_Atomic uint64_t *inuse;      /* shared: slots with a reference */
-	_Atomic uint8_t *ref;	      /* shared: references per slot */
+	_Atomic uint16_t *ref;	      /* shared: references per slot */
 	struct slot *slot;	      /* shared */
+	char *stage;		      /* a page for upg_swap_write() */
 	_Atomic uint64_t fail_until;
 	_Atomic bool reported[C_NR];
 };
@@ -226,7 +230,7 @@ static int map_slots(struct upg_swap *sw)
 {
 	sw->file_slots = map_shared(UPG_PAGE_SIZE);
 	sw->inuse = sw->file_slots ? sw->file_slots + 1 : NULL;
-	sw->ref = map_shared(sw->nslots);
+	sw->ref = map_shared(sw->nslots * sizeof(*sw->ref));
 	sw->slot = map_shared(sw->nslots * sizeof(*sw->slot));
 	return sw->file_slots && sw->ref && sw->slot ? 0 : -ENOMEM;
 }
@@ -236,7 +240,7 @@ static void unmap_slots(struct upg_swap *sw)
 	if (sw->file_slots)
 		munmap((void *)sw->file_slots, UPG_PAGE_SIZE);
 	if (sw->ref)
-		munmap((void *)sw->ref, sw->nslots);
+		munmap((void *)sw->ref, sw->nslots * sizeof(*sw->ref));
 	if (sw->slot)
 		munmap(sw->slot, sw->nslots * sizeof(*sw->slot));
 }
@@ -263,6 +267,9 @@ int upg_swap_open(const char *path, size_t max, bool direct,
 		goto err_close;
 	}
 	err = map_slots(sw);
+	sw->stage = upg_map(UPG_PAGE_SIZE);
+	if (!err && !sw->stage)
+		err = -ENOMEM;
 	if (err) {
 		upg_seterr(err, "swap slot map: out of memory");
 		goto err_close;
@@ -275,6 +282,8 @@ int upg_swap_open(const char *path, size_t max, bool direct,
 	return 0;
 
 err_close:
+	if (sw->stage)
+		upg_unmap(sw->stage, UPG_PAGE_SIZE);
 	unmap_slots(sw);
 	close(sw->fd);
 err_free:
@@ -287,6 +296,7 @@ void upg_swap_close(struct upg_swap *sw)
 	if (!sw)
 		return;
 	close(sw->fd);
+	upg_unmap(sw->stage, UPG_PAGE_SIZE);
 	unmap_slots(sw);
 	upg_unmap(sw, sizeof(*sw));
 }
@@ -300,27 +310,34 @@ static bool slot_used(struct upg_swap *sw, uint64_t s)
 	return atomic_load_explicit(&sw->ref[s], memory_order_relaxed) != 0;
 }
 
-void upg_swap_free(struct upg_swap *sw, uint64_t slot)
+/* Drop one reference to slot @s. */
+static void unref(struct upg_swap *sw, uint64_t s)
 {
-	uint8_t r;
+	uint16_t r = atomic_load_explicit(&sw->ref[s], memory_order_relaxed);
 
-	if (!slot || slot >= sw->nslots)
-		return;
-	r = atomic_load_explicit(&sw->ref[slot], memory_order_relaxed);
 	do {
 		if (r == REF_PINNED || !r)
-			break;
-	} while (!atomic_compare_exchange_weak(&sw->ref[slot], &r,
-					       (uint8_t)(r - 1)));
+			return;
+	} while (!atomic_compare_exchange_weak(&sw->ref[s], &r,
+					       (uint16_t)(r - 1)));
 	if (r == 1) /* the last reference */
 		atomic_fetch_sub_explicit(sw->inuse, 1, memory_order_relaxed);
-	atomic_fetch_sub_explicit(&sw->used, 1, memory_order_relaxed);
+}
+
+void upg_swap_free(struct upg_swap *sw, uint64_t loc)
+{
+	uint64_t s = upg_swap_loc_slot(loc);
+
+	if (!loc || upg_swap_loc_last(loc) >= sw->nslots)
+		return;
+	for (; s <= upg_swap_loc_last(loc); s++)
+		unref(sw, s);
 }
 
 /* Take @s if free. */
 static bool take(struct upg_swap *sw, uint64_t s)
 {
-	uint8_t zero = 0;
+	uint16_t zero = 0;
 
 	if (!atomic_compare_exchange_strong(&sw->ref[s], &zero, 1))
 		return false;
@@ -331,12 +348,13 @@ static bool take(struct upg_swap *sw, uint64_t s)
 void upg_swap_fork(struct upg_swap *sw)
 {
 	for (uint64_t s = 1; s < atomic_load(sw->file_slots); s++) {
-		uint8_t r =
+		uint16_t r =
 			atomic_load_explicit(&sw->ref[s], memory_order_relaxed);
 
 		while (r && r != REF_PINNED &&
-		       !atomic_compare_exchange_weak(&sw->ref[s], &r,
-						     (uint8_t)(r + 1)))
+		       !atomic_compare_exchange_weak(
+			       &sw->ref[s], &r,
+			       (uint16_t)MIN(2U * r, REF_PINNED)))
 			;
 	}
 }
@@ -462,7 +480,6 @@ static unsigned alloc_run(struct upg_swap *sw, unsigned want, uint64_t *first,
 			break;
 		}
 	}
-	atomic_fetch_add_explicit(&sw->used, n, memory_order_relaxed);
 	sw->cursor = s + n + !n;
 	if (append)
 		sw->tail = s + n;
@@ -474,7 +491,7 @@ static unsigned alloc_run(struct upg_swap *sw, unsigned want, uint64_t *first,
 
 uint64_t upg_swap_used(struct upg_swap *sw)
 {
-	return atomic_load_explicit(&sw->used, memory_order_relaxed);
+	return atomic_load_explicit(sw->inuse, memory_order_relaxed);
 }
 
 uint64_t upg_swap_file_bytes(struct upg_swap *sw)
@@ -497,15 +514,22 @@ bool upg_swap_failing(struct upg_swap *sw)
 	return upg_now_ns() < atomic_load(&sw->fail_until);
 }
 
-bool upg_swap_matches(struct upg_swap *sw, uint64_t slot, const void *page)
+static unsigned loc_index(uint64_t loc)
 {
-	struct slot *si = &sw->slot[slot];
+	return (unsigned)(loc >> 25) & (OBJS - 1);
+}
+
+bool upg_swap_matches(struct upg_swap *sw, uint64_t loc, const void *page)
+{
+	struct slot *si = &sw->slot[upg_swap_loc_slot(loc)];
+	uint32_t bit = 1U << loc_index(loc);
 	struct upg_swap_sum h;
 
-	if (!atomic_load_explicit(&si->page_known, memory_order_acquire))
+	if (!(atomic_load_explicit(&si->page_known, memory_order_acquire) &
+	      bit))
 		return false;
 	upg_swap_sum(page, UPG_PAGE_SIZE, &h);
-	return sum_equal(&h, &si->page);
+	return (h.a ^ h.b) == si->page[loc_index(loc)];
 }
 
 /* ------------------------------------------------------------------ */
@@ -541,170 +565,339 @@ static void failed(struct upg_swap *sw, struct upg_stat_shard *st, int err)
 			c == C_SHORT ? "short write" : strerror(-err));
 }
 
-/* Allocate slots for pages [0, n) in contiguous runs. Return: pages with
- * a slot; the rest get 0. */
-static unsigned alloc_slots(struct upg_swap *sw, struct upg_stat_shard *st,
-			    unsigned n, uint64_t *slots)
+/* ------------------------------------------------------------------ */
+/* Packing                                                             */
+/* ------------------------------------------------------------------ */
+
+static uint64_t make_loc(uint64_t slot, unsigned k, uint32_t off, uint32_t len)
 {
-	unsigned got = 0;
-	int err = 0;
-
-	while (got < n) {
-		uint64_t first;
-		unsigned k = alloc_run(sw, n - got, &first, &err);
-
-		if (!k && err == -EAGAIN)
-			continue; /* lost a race with the other process */
-		if (!k)
-			break;
-		for (unsigned i = 0; i < k; i++)
-			slots[got + i] = first + i;
-		got += k;
-	}
-	for (unsigned i = got; i < n; i++)
-		slots[i] = 0;
-	if (got < n)
-		failed(sw, st, err);
-	return got;
+	return slot << 28 | (uint64_t)k << 25 | (uint64_t)off << 13 | len;
 }
 
-/* One request per stretch contiguous both in memory and in the file. */
-static unsigned build_ops(void *const *pages, const uint64_t *slots, unsigned n,
-			  struct upg_io_op *ops, unsigned *first)
+/*
+ * Packing position: @pos bytes packed from a slot's start, and @nstart
+ * objects starting in slot @cur (the slot of the last object's start).
+ */
+struct packing {
+	size_t pos;
+	size_t cur;
+	unsigned nstart;
+};
+
+/*
+ * Where the next object goes: at the end of the last one, or at the next
+ * slot's start when UPG_SWAP_SLOT_OBJS start in the slot there already.
+ * Return: its offset from the first slot; counts it as started there.
+ */
+static size_t next_at(struct packing *p)
 {
-	unsigned nops = 0;
+	size_t at = p->pos;
+
+	if (at / UPG_PAGE_SIZE == p->cur && p->nstart == OBJS)
+		at = SLOT_UP(at) << UPG_PAGE_SHIFT;
+	if (at / UPG_PAGE_SIZE != p->cur || !p->nstart) {
+		p->cur = at / UPG_PAGE_SIZE;
+		p->nstart = 0;
+	}
+	return at;
+}
+
+/* Slots that objects [0, n) take packed from a slot's start. */
+static unsigned slots_needed(const uint32_t *lens, unsigned n)
+{
+	struct packing p = { 0 };
 
 	for (unsigned i = 0; i < n; i++) {
-		struct upg_io_op *o = nops ? &ops[nops - 1] : NULL;
-
-		if (o && slots[i] == slots[i - 1] + 1 &&
-		    (char *)pages[i] == (char *)o->buf + o->len) {
-			o->len += UPG_PAGE_SIZE;
-			continue;
-		}
-		first[nops] = i;
-		ops[nops++] = (struct upg_io_op){
-			.buf = pages[i],
-			.len = UPG_PAGE_SIZE,
-			.off = slots[i] << UPG_PAGE_SHIFT,
-		};
+		p.pos = next_at(&p) + lens[i];
+		p.nstart++;
 	}
-	return nops;
+	return (unsigned)SLOT_UP(p.pos);
 }
 
-/* Record what slot @s is about to hold: @len bytes at @data. */
-static void record(struct upg_swap *sw, uint64_t s, const void *data,
-		   uint32_t len, const struct upg_swap_sum *sum)
-{
-	struct slot *si = &sw->slot[s];
+/* A run being packed: @k slots from @first, staged at @base in w->buf. */
+struct run {
+	uint64_t first;
+	unsigned k;
+	size_t base;
+	struct packing p;
+};
 
-	si->len = len;
-	if (sum)
-		si->data = *sum;
-	else
-		upg_swap_sum(data, len, &si->data);
-	si->page = si->data; /* meaningful for a whole page only */
-	atomic_store_explicit(&si->page_known, len == UPG_PAGE_SIZE,
-			      memory_order_release);
+/*
+ * Place objects from @i on into run @r while they fit, zeroing the gaps.
+ * Return: the first object not placed.
+ */
+static unsigned fill_run(struct upg_swap *sw, struct run *r,
+			 const uint32_t *lens, unsigned i, unsigned n,
+			 struct upg_swap_wr *w)
+{
+	size_t room = (size_t)r->k << UPG_PAGE_SHIFT;
+
+	for (; i < n; i++) {
+		struct packing p = r->p;
+		size_t at = next_at(&p);
+		uint64_t s = r->first + p.cur;
+
+		if (at + lens[i] > room)
+			break;
+		if (!p.nstart)
+			atomic_store_explicit(&sw->slot[s].page_known, 0,
+					      memory_order_relaxed);
+		memset(w->buf + r->base + r->p.pos, 0, at - r->p.pos);
+		w->locs[i] = make_loc(s, p.nstart, at % UPG_PAGE_SIZE, lens[i]);
+		w->offs[i] = r->base + at;
+		p.nstart++;
+		p.pos = at + lens[i];
+		r->p = p;
+	}
+	return i;
 }
 
-void upg_swap_write_start(struct upg_swap *sw, struct upg_io *io,
-			  struct upg_stat_shard *st, void *const *pages,
-			  const uint32_t *lens, const struct upg_swap_sum *sums,
-			  unsigned n, uint64_t *slots, struct upg_swap_wr *w)
+/*
+ * The run's slots after @used go back; each one kept holds one reference
+ * per object lying in it (objects [from, to)).
+ */
+static void settle_run(struct upg_swap *sw, struct run *r, unsigned used,
+		       unsigned from, unsigned to, const uint64_t *locs)
 {
-	w->n = MIN(n, UPG_SWAP_WRITE_MAX);
-	w->slots = slots;
-	w->got = alloc_slots(sw, st, w->n, slots);
-	for (unsigned i = 0; i < w->got; i++)
-		record(sw, slots[i], pages[i],
-		       lens ? lens[i] : (uint32_t)UPG_PAGE_SIZE,
-		       sums ? &sums[i] : NULL);
-	w->nops = build_ops(pages, slots, w->got, w->ops, w->first);
+	uint16_t refs[UPG_SWAP_WRITE_MAX] = { 0 };
+
+	for (unsigned j = used; j < r->k; j++)
+		unref(sw, r->first + j);
+	if (sw->cursor == r->first + r->k)
+		sw->cursor = r->first + used;
+	if (sw->tail == r->first + r->k)
+		sw->tail = r->first + used;
+	for (unsigned i = from; i < to; i++)
+		for (uint64_t s = upg_swap_loc_slot(locs[i]);
+		     s <= upg_swap_loc_last(locs[i]); s++)
+			refs[s - r->first]++;
+	/* Ours alone (taken at 1) until the locations are published. */
+	for (unsigned j = 0; j < used; j++)
+		atomic_store_explicit(&sw->ref[r->first + j], refs[j],
+				      memory_order_relaxed);
+}
+
+/* Pack objects from @i on into one newly allocated run. Return: the next. */
+static unsigned pack_run(struct upg_swap *sw, const uint32_t *lens, unsigned i,
+			 unsigned n, struct upg_swap_wr *w, size_t *staged,
+			 int *err)
+{
+	struct run r = { .base = *staged };
+	unsigned want = slots_needed(lens + i, n - i), used, to;
+	struct upg_io_op *op;
+
+	want = MIN(want, (unsigned)(((size_t)w->n << UPG_PAGE_SHIFT) - r.base) /
+				 UPG_PAGE_SIZE);
+	r.k = want ? alloc_run(sw, want, &r.first, err) : 0;
+	if (!want)
+		*err = -ENOBUFS; /* (cannot happen: n objects fit n pages) */
+	if (!r.k)
+		return i;
+	to = fill_run(sw, &r, lens, i, n, w);
+	used = (unsigned)SLOT_UP(r.p.pos);
+	if (to == i) { /* (cannot happen: an object fits an empty slot) */
+		settle_run(sw, &r, 0, i, i, w->locs);
+		*err = -ENOBUFS;
+		return i;
+	}
+	memset(w->buf + r.base + r.p.pos, 0,
+	       ((size_t)used << UPG_PAGE_SHIFT) - r.p.pos);
+	settle_run(sw, &r, used, i, to, w->locs);
+	op = &w->ops[w->nops];
+	*op = (struct upg_io_op){ .buf = w->buf + r.base,
+				  .len = (size_t)used << UPG_PAGE_SHIFT,
+				  .off = r.first << UPG_PAGE_SHIFT };
+	w->first[w->nops++] = i;
+	*staged += op->len;
+	return to;
+}
+
+unsigned upg_swap_pack(struct upg_swap *sw, struct upg_stat_shard *st,
+		       const uint32_t *lens, unsigned n, char *buf,
+		       uint64_t *locs, size_t *offs, struct upg_swap_wr *w)
+{
+	size_t staged = 0;
+	unsigned i = 0;
+	int err = 0;
+
+	*w = (struct upg_swap_wr){ .n = MIN(n, UPG_SWAP_WRITE_MAX),
+				   .buf = buf,
+				   .locs = locs,
+				   .offs = offs };
+	while (i < w->n) {
+		unsigned next = pack_run(sw, lens, i, w->n, w, &staged, &err);
+
+		if (next == i && err == -EAGAIN)
+			continue; /* lost a race with the other process */
+		if (next == i)
+			break;
+		i = next;
+	}
+	for (unsigned j = i; j < n; j++)
+		locs[j] = 0;
+	if (i < w->n)
+		failed(sw, st, err);
+	w->got = i;
+	return i;
+}
+
+/*
+ * Record each staged slot's checksum, and the page checksum of each whole
+ * page (an object's is learnt when it is first decoded).
+ */
+static void record(struct upg_swap *sw, struct upg_swap_wr *w)
+{
+	for (unsigned k = 0; k < w->nops; k++) {
+		struct upg_io_op *op = &w->ops[k];
+		uint64_t first = op->off >> UPG_PAGE_SHIFT;
+
+		for (size_t j = 0; j < op->len >> UPG_PAGE_SHIFT; j++)
+			upg_swap_sum((char *)op->buf + (j << UPG_PAGE_SHIFT),
+				     UPG_PAGE_SIZE, &sw->slot[first + j].data);
+	}
+	for (unsigned i = 0; i < w->got; i++) {
+		uint64_t loc = w->locs[i];
+		struct slot *si = &sw->slot[upg_swap_loc_slot(loc)];
+		struct upg_swap_sum h;
+
+		if (upg_swap_loc_len(loc) != UPG_PAGE_SIZE)
+			continue;
+		upg_swap_sum(w->buf + w->offs[i], UPG_PAGE_SIZE, &h);
+		si->page[loc_index(loc)] = h.a ^ h.b;
+		atomic_fetch_or_explicit(&si->page_known, 1U << loc_index(loc),
+					 memory_order_release);
+	}
+}
+
+void upg_swap_submit(struct upg_swap *sw, struct upg_io *io,
+		     struct upg_swap_wr *w)
+{
+	record(sw, w);
 	upg_io_start(io, sw->fd, w->ops, w->nops, true);
 }
 
 unsigned upg_swap_write_finish(struct upg_swap *sw, struct upg_io *io,
 			       struct upg_stat_shard *st, struct upg_swap_wr *w)
 {
+	uint64_t bytes = 0;
 	unsigned bad = 0;
 
 	upg_io_finish(io, w->ops, w->nops);
 	for (unsigned k = 0; k < w->nops; k++) {
 		unsigned end = k + 1 < w->nops ? w->first[k + 1] : w->got;
 
-		if (!w->ops[k].res)
+		if (!w->ops[k].res) {
+			bytes += w->ops[k].len;
 			continue;
+		}
 		failed(sw, st, w->ops[k].res);
 		for (unsigned i = w->first[k]; i < end; i++) {
-			upg_swap_free(sw, w->slots[i]);
-			w->slots[i] = 0;
+			upg_swap_free(sw, w->locs[i]);
+			w->locs[i] = 0;
 		}
 	}
 	for (unsigned i = 0; i < w->n; i++)
-		bad += !w->slots[i];
+		bad += !w->locs[i];
 	upg_stat_add(st, UPG_STAT_swap_writes, w->n - bad);
+	upg_stat_add(st, UPG_STAT_swap_write_bytes, bytes);
 	return bad;
 }
 
 unsigned upg_swap_write(struct upg_swap *sw, struct upg_io *io,
 			struct upg_stat_shard *st, void *const *pages,
-			unsigned n, uint64_t *slots)
+			unsigned n, uint64_t *locs)
 {
+	static const uint32_t whole = UPG_PAGE_SIZE;
 	struct upg_swap_wr w;
+	unsigned bad = 0;
+	size_t off;
 
-	upg_swap_write_start(sw, io, st, pages, NULL, NULL, n, slots, &w);
-	return upg_swap_write_finish(sw, io, st, &w);
+	/* One at a time, through a page of the file's own (rare: the pool
+	 * is full). */
+	for (unsigned i = 0; i < n; i++) {
+		if (!upg_swap_pack(sw, st, &whole, 1, sw->stage, &locs[i], &off,
+				   &w)) {
+			bad++;
+			continue;
+		}
+		memcpy(sw->stage, pages[i], UPG_PAGE_SIZE);
+		upg_swap_submit(sw, io, &w);
+		bad += upg_swap_write_finish(sw, io, st, &w);
+	}
+	return bad;
 }
 
 /*
- * Check what was read from slot @s into @page against its checksum and
- * decode it in place (through a copy on the stack); learn the page's
- * checksum on the first read. Return: 0, or -EBADMSG.
+ * Check slots [@first, @first + @n), read into @data, against their
+ * checksums. Return: 0, or -EBADMSG.
  */
-static int unpack(struct upg_swap *sw, uint64_t s, char *page)
+static int check_slots(struct upg_swap *sw, uint64_t first, unsigned n,
+		       const char *data)
 {
-	struct slot *si = &sw->slot[s];
-	char obj[UPG_PAGE_SIZE];
-	struct upg_swap_sum h;
-	uint32_t len = si->len;
+	for (unsigned j = 0; j < n; j++) {
+		struct upg_swap_sum h;
 
-	if (!len || len > UPG_PAGE_SIZE)
-		return -EBADMSG;
-	upg_swap_sum(page, len, &h);
-	if (!sum_equal(&h, &si->data))
-		return -EBADMSG;
-	if (len == UPG_PAGE_SIZE)
-		return 0;
-	memcpy(obj, page, len);
-	if (upg_decompress_page(obj, (int)len, page))
-		return -EBADMSG;
-	if (!atomic_load_explicit(&si->page_known, memory_order_acquire)) {
-		upg_swap_sum(page, UPG_PAGE_SIZE, &si->page);
-		atomic_store_explicit(&si->page_known, 1, memory_order_release);
+		upg_swap_sum(data + ((size_t)j << UPG_PAGE_SHIFT),
+			     UPG_PAGE_SIZE, &h);
+		if (!sum_equal(&h, &sw->slot[first + j].data))
+			return -EBADMSG;
 	}
 	return 0;
 }
 
-int upg_swap_read(struct upg_swap *sw, struct upg_io *io, uint64_t slot,
-		  unsigned n, void *buf)
+/*
+ * Decode object @loc, whose bytes are at @obj, into @page; learn the
+ * page's checksum on the first read. Return: 0, or -EBADMSG.
+ */
+static int unpack(struct upg_swap *sw, uint64_t loc, const char *obj,
+		  char *page)
 {
-	struct upg_io_op op = {
-		.buf = buf,
-		.len = (size_t)n << UPG_PAGE_SHIFT,
-		.off = slot << UPG_PAGE_SHIFT,
-	};
+	struct slot *si = &sw->slot[upg_swap_loc_slot(loc)];
+	uint32_t len = upg_swap_loc_len(loc), bit = 1U << loc_index(loc);
+	struct upg_swap_sum h;
 
-	if (!slot || slot + n > sw->nslots)
-		return -EINVAL;
-	if (upg_io_run(io, sw->fd, &op, 1, false))
-		return op.res;
-	for (unsigned i = 0; i < n; i++) {
-		int err = unpack(sw, slot + i,
-				 (char *)buf + ((size_t)i << UPG_PAGE_SHIFT));
-
-		if (err)
-			return err;
+	if (len == UPG_PAGE_SIZE) {
+		memcpy(page, obj, UPG_PAGE_SIZE);
+		return 0;
+	}
+	if (!len || upg_decompress_page(obj, (int)len, page))
+		return -EBADMSG;
+	if (!(atomic_load_explicit(&si->page_known, memory_order_acquire) &
+	      bit)) {
+		upg_swap_sum(page, UPG_PAGE_SIZE, &h);
+		si->page[loc_index(loc)] = h.a ^ h.b;
+		atomic_fetch_or_explicit(&si->page_known, bit,
+					 memory_order_release);
 	}
 	return 0;
+}
+
+int upg_swap_read(struct upg_swap *sw, struct upg_io *io, const uint64_t *locs,
+		  unsigned n, void *buf, void *scratch)
+{
+	uint64_t first = upg_swap_loc_slot(locs[0]);
+	uint64_t last = n ? upg_swap_loc_last(locs[n - 1]) : 0;
+	struct upg_io_op op = {
+		.buf = scratch,
+		.len = (size_t)(last - first + 1) << UPG_PAGE_SHIFT,
+		.off = first << UPG_PAGE_SHIFT,
+	};
+	int err;
+
+	if (!n || !first || last >= sw->nslots || last - first >= 2ULL * n)
+		return -EINVAL;
+	for (unsigned i = 1; i < n; i++)
+		if (!upg_swap_follows(locs[i - 1], locs[i]))
+			return -EINVAL;
+	if (upg_io_run(io, sw->fd, &op, 1, false))
+		return op.res;
+	err = check_slots(sw, first, (unsigned)(last - first + 1), scratch);
+	for (unsigned i = 0; i < n && !err; i++)
+		err = unpack(sw, locs[i],
+			     (char *)scratch +
+				     ((upg_swap_loc_slot(locs[i]) - first)
+				      << UPG_PAGE_SHIFT) +
+				     upg_swap_loc_off(locs[i]),
+			     (char *)buf + ((size_t)i << UPG_PAGE_SHIFT));
+	return err;
 }

@@ -1,15 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The swap file: the tier below the compressed pool. One page per 4 KiB
- * slot, stored whole or as the pool's LZ4 object of it (write-back copies
- * objects without decoding them), each slot with a 128-bit checksum.
+ * The swap file: the tier below the compressed pool, in 4 KiB slots.
+ *
+ * What it stores are objects: a page whole (4096 bytes) or the pool's LZ4
+ * object of it (write-back copies objects without decoding them). Objects
+ * are packed end to end in the slots of a write, so that one may span two
+ * slots, and each has a location (below): its first slot, its offset and
+ * length there, and its index among the objects starting in that slot
+ * (at most UPG_SWAP_SLOT_OBJS). A slot is in use while any object lying in
+ * it is: it counts one reference per object per process. Each slot has a
+ * 128-bit checksum of its 4 KiB as written, checked when read back.
  *
  * Slots are allocated by one thread only (the evictor), in runs, so that
  * pages written together sit together in the file (swap-in readahead reads
  * them back in one request): next-fit among the file's free slots, or at
  * its end once 3/4 of it is in use, so the file stays within 4/3 of the
  * slots in use (plus a growth step). They are freed from any thread. Slot 0
- * is never used, so that 0 can mean "none".
+ * is never used, so that location 0 can mean "none".
  */
 #ifndef UPG_SWAP_H
 #define UPG_SWAP_H
@@ -37,18 +44,50 @@ int upg_swap_open(const char *path, size_t max, bool direct,
 void upg_swap_close(struct upg_swap *sw);
 
 /*
- * upg_swap_write() - write @n pages, allocating their slots
- * Pages contiguous in memory go out in one request when their slots are
- * contiguous too. Evictor thread only. On return slots[i] is the page's slot,
- * or 0 if it could not be written (its slot is free again; the cause is
- * counted in @st and reported once).
- * Return: the number of pages not written.
+ * A location: bits 0-12 the object's length (1-4096; 4096: a whole page),
+ * 13-24 its offset in its first slot, 25-27 its index among the objects
+ * starting there, 28-55 the slot. Fits a page table entry's payload.
  */
-unsigned upg_swap_write(struct upg_swap *sw, struct upg_io *io,
-			struct upg_stat_shard *st, void *const *pages,
-			unsigned n, uint64_t *slots);
+#define UPG_SWAP_SLOT_OBJS 8 /* objects starting in one slot, at most */
 
-#define UPG_SWAP_WRITE_MAX 256 /* pages per write */
+static inline uint64_t upg_swap_loc_slot(uint64_t loc)
+{
+	return loc >> 28;
+}
+
+static inline uint32_t upg_swap_loc_off(uint64_t loc)
+{
+	return (uint32_t)(loc >> 13) & 4095;
+}
+
+static inline uint32_t upg_swap_loc_len(uint64_t loc)
+{
+	return (uint32_t)loc & 8191;
+}
+
+/* The last slot that object @loc lies in. */
+static inline uint64_t upg_swap_loc_last(uint64_t loc)
+{
+	return upg_swap_loc_slot(loc) +
+	       (upg_swap_loc_off(loc) + upg_swap_loc_len(loc) - 1) / 4096;
+}
+
+/*
+ * upg_swap_follows() - whether object @next lies after @prev with at most
+ * padding between (so one read of their slots brings both in). A chain of
+ * n such objects lies in at most 2n slots.
+ */
+static inline bool upg_swap_follows(uint64_t prev, uint64_t next)
+{
+	uint64_t end = (upg_swap_loc_slot(prev) << 12) +
+		       upg_swap_loc_off(prev) + upg_swap_loc_len(prev);
+	uint64_t at = (upg_swap_loc_slot(next) << 12) + upg_swap_loc_off(next);
+
+	return at >= end &&
+	       upg_swap_loc_slot(next) <= upg_swap_loc_last(prev) + 1;
+}
+
+#define UPG_SWAP_WRITE_MAX 256 /* objects per write */
 
 /* A checksum, as kept for each slot. */
 struct upg_swap_sum {
@@ -58,59 +97,90 @@ struct upg_swap_sum {
 /* upg_swap_sum() - the checksum of @len bytes at @data. Any thread. */
 void upg_swap_sum(const void *data, size_t len, struct upg_swap_sum *out);
 
-/* A write in flight: upg_swap_write() in two halves, to overlap work. */
+/* A write in flight: one request per run of slots. */
 struct upg_swap_wr {
 	struct upg_io_op ops[UPG_SWAP_WRITE_MAX];
-	unsigned first[UPG_SWAP_WRITE_MAX];
+	unsigned first[UPG_SWAP_WRITE_MAX]; /* each request's first object */
 	unsigned n, got, nops;
-	uint64_t *slots;
+	char *buf;
+	uint64_t *locs;
+	size_t *offs;
 };
 
 /*
- * upg_swap_write_start() - upg_swap_write()'s first half: allocate slots,
- * record what they will hold and submit. Each of @pages is a 4 KiB buffer
- * holding either a whole page or, at its start, the pool's LZ4 object of
- * a page (what upg_decompress_page() takes, shorter than a page).
- * @lens: bytes of each buffer that count (UPG_PAGE_SIZE for a whole page),
- *	or NULL: all whole pages
- * @sums: upg_swap_sum() of those bytes, or NULL to compute them here
- * The buffers must stay unchanged until upg_swap_write_finish() returns.
+ * upg_swap_pack() - place @n objects of @lens bytes (1-4096 each) end to
+ * end in slots allocated now, in contiguous runs, through the staging
+ * @buf (page aligned, room for @n pages); zero the gaps. Evictor thread
+ * only. On return locs[i] is object i's location and offs[i] where in @buf
+ * its bytes go, for objects [0, returned); the others get location 0 (no
+ * room: the cause is counted in @st and reported once). Then copy the
+ * objects in and call upg_swap_submit().
+ * Return: the number of objects placed.
  */
-void upg_swap_write_start(struct upg_swap *sw, struct upg_io *io,
-			  struct upg_stat_shard *st, void *const *pages,
-			  const uint32_t *lens, const struct upg_swap_sum *sums,
-			  unsigned n, uint64_t *slots, struct upg_swap_wr *w);
+unsigned upg_swap_pack(struct upg_swap *sw, struct upg_stat_shard *st,
+		       const uint32_t *lens, unsigned n, char *buf,
+		       uint64_t *locs, size_t *offs, struct upg_swap_wr *w);
+
+/*
+ * upg_swap_submit() - checksum the packed slots and start writing them.
+ * The staging must stay unchanged until upg_swap_write_finish() returns.
+ */
+void upg_swap_submit(struct upg_swap *sw, struct upg_io *io,
+		     struct upg_swap_wr *w);
+
+/*
+ * upg_swap_write_finish() - wait for the write; objects whose request
+ * failed are freed and their location set to 0 (the cause counted in @st
+ * and reported once).
+ * Return: the number of the @n objects not written.
+ */
 unsigned upg_swap_write_finish(struct upg_swap *sw, struct upg_io *io,
 			       struct upg_stat_shard *st,
 			       struct upg_swap_wr *w);
 
 /*
- * upg_swap_read() - read @n pages from consecutive slots into @buf
- * What every slot holds is checked against its checksum, and objects are
- * decoded into whole pages. Return: 0, or -errno (-EIO for a failed read,
- * -ENODATA for a short one, -EBADMSG for a slot that does not match its
- * checksum or does not decode).
+ * upg_swap_write() - write @n whole pages, one slot each, synchronously.
+ * Evictor thread only. On return locs[i] is the page's location, or 0 if
+ * it could not be written. Return: the number of pages not written.
  */
-int upg_swap_read(struct upg_swap *sw, struct upg_io *io, uint64_t slot,
-		  unsigned n, void *buf);
+unsigned upg_swap_write(struct upg_swap *sw, struct upg_io *io,
+			struct upg_stat_shard *st, void *const *pages,
+			unsigned n, uint64_t *locs);
 
 /*
- * upg_swap_matches() - whether @page equals what @slot holds (by checksum;
- * false while the page's checksum is unknown: a slot written from the pool
- * that was never read back)
+ * upg_swap_read() - read @n objects, each following the one before
+ * (upg_swap_follows()), into @n pages at @buf, through @scratch (page
+ * aligned, room for 2 * @n pages). The slots they lie in are checked
+ * against their checksums, and objects are decoded into whole pages.
+ * Return: 0, or -errno (-EIO for a failed read, -ENODATA for a short one,
+ * -EBADMSG for a slot that does not match its checksum or an object that
+ * does not decode, -EINVAL for objects that do not follow each other).
  */
-bool upg_swap_matches(struct upg_swap *sw, uint64_t slot, const void *page);
-
-/* upg_swap_free() - free @slot (0 is ignored). Any thread. */
-void upg_swap_free(struct upg_swap *sw, uint64_t slot);
+int upg_swap_read(struct upg_swap *sw, struct upg_io *io, const uint64_t *locs,
+		  unsigned n, void *buf, void *scratch);
 
 /*
- * upg_swap_fork() - before fork(): every slot in use gains a reference (the
- * child's). Caller keeps the evictor and every freeing thread quiet.
+ * upg_swap_matches() - whether @page equals the page object @loc holds
+ * (by checksum; false while the page's checksum is unknown: an object
+ * written from the pool that was never read back)
+ */
+bool upg_swap_matches(struct upg_swap *sw, uint64_t loc, const void *page);
+
+/*
+ * upg_swap_free() - drop object @loc (0 is ignored): a slot is free once
+ * no object lies in it. Any thread.
+ */
+void upg_swap_free(struct upg_swap *sw, uint64_t loc);
+
+/*
+ * upg_swap_fork() - before fork(): every slot in use gains the child's
+ * references (its count doubles). Caller keeps the evictor and every
+ * freeing thread quiet.
  */
 void upg_swap_fork(struct upg_swap *sw);
 
-/* Slots in use and the file's size in bytes. */
+/* Slots in use (by this process and any sharing the file) and the file's
+ * size in bytes. */
 uint64_t upg_swap_used(struct upg_swap *sw);
 uint64_t upg_swap_file_bytes(struct upg_swap *sw);
 

@@ -449,6 +449,45 @@ Test(options, validate_cluster_power_of_two, .timeout = 10)
 	}
 }
 
+/* UPG_SWAP_POLL: microseconds, 0-10000, 200 by default. */
+Test(options, swap_poll_range_and_errors, .timeout = 10)
+{
+	struct upg_params p;
+
+	upg_params_init(&p);
+	p.budget = 64 * M;
+	cr_assert_eq(p.swap_poll_us, 200);
+	cr_assert_eq(upg_params_set(&p, "SWAP_POLL", "0"), 0);
+	cr_assert_eq(p.swap_poll_us, 0);
+	cr_assert_eq(upg_opt_validate(&p), 0, "%s", upg_last_error());
+	cr_assert_eq(upg_params_set(&p, "swap_poll", "10000"), 0);
+	cr_assert_eq(upg_opt_validate(&p), 0, "%s", upg_last_error());
+	p.swap_poll_us = 10001;
+	expect_validate_error(&p,
+			      "UPG_SWAP_POLL: must be at most 10000 "
+			      "microseconds, 0 to sleep at once (got 10001)");
+	expect_set_error("UPG_SWAP_POLL", "200us",
+			 "UPG_SWAP_POLL: invalid value \"200us\": expected a "
+			 "whole number");
+	expect_set_error("UPG_SWAP_POLL", "-1", "UPG_SWAP_POLL");
+}
+
+Test(options, env_swap_poll_malformed_names_variable, .timeout = 10)
+{
+	struct upg_params p;
+
+	setenv("UPG_SWAP_POLL", "0.5", 1);
+	upg_params_init(&p);
+	cr_assert_eq(upg_params_from_env(&p), -EINVAL);
+	cr_assert(strstr(upg_last_error(), "UPG_SWAP_POLL: invalid value "
+					   "\"0.5\""),
+		  "%s", upg_last_error());
+	setenv("UPG_SWAP_POLL", "50", 1);
+	upg_params_init(&p);
+	cr_assert_eq(upg_params_from_env(&p), 0, "%s", upg_last_error());
+	cr_assert_eq(p.swap_poll_us, 50);
+}
+
 Test(options, validate_handlers_pool_headroom_log, .timeout = 10)
 {
 	struct upg_params p;

@@ -218,7 +218,7 @@ static char *swapped_page(struct upg *u, char *m, uint64_t *slot)
 		uint64_t v = atomic_load(&r->pte[i]);
 
 		if (pte_state(v) == PTE_EVICTED && (v & PTE_SWAP)) {
-			*slot = pte_payload(v);
+			*slot = upg_swap_loc_slot(pte_payload(v));
 			return m + i * PAGE;
 		}
 	}
@@ -355,7 +355,9 @@ Test(swap, polled_reads_land_in_their_pages)
 		buf[i] = (char)(i / PAGE * 31 + i % 251);
 	cr_assert_eq(pwrite(fd, buf, N * PAGE, 0), (ssize_t)(N * PAGE));
 	cr_assert_eq(upg_io_create(N, &io), 0);
-	for (int k = 0; k < 3; k++) {
+	cr_assert_eq(upg_io_poll(io), UPG_IO_POLL_NS);
+	for (int k = 0; k < 4; k++) {
+		upg_io_set_poll(io, k % 2 ? 0 : UPG_IO_POLL_NS); /* or sleep */
 		memset(rd, 0, N * PAGE);
 		for (int i = 0; i < N; i++) /* page i from page N-1-i */
 			op[i] = (struct upg_io_op){ rd + i * PAGE, PAGE,
@@ -374,9 +376,34 @@ Test(swap, polled_reads_land_in_their_pages)
 }
 
 /*
- * The evictor's write-back staging is its ring's fixed buffer, mapped (and
- * pinned by the registration) only once write-back runs: a runtime whose
- * pool never fills holds none of it.
+ * UPG_SWAP_POLL reaches the handlers' rings: with 0 they sleep at once,
+ * and swapped pages still read back right.
+ */
+Test(swap, swap_poll_option_reaches_handlers)
+{
+	static const char *const opts[] = { "POOL_MAX=1M", "SWAP_POLL=0",
+					    NULL };
+	struct upg *u = t_runtime(BUDGET, opts);
+	char *m = t_region(u, 32 * MiB);
+	unsigned rings = 0;
+
+	t_fill(m, 32 * MiB / PAGE, T_TEXT);
+	cr_expect_eq(t_verify(m, 32 * MiB / PAGE, T_TEXT), 0);
+	cr_assert_gt(t_stats(u).fault_swap, 0);
+	for (unsigned i = 0; i < u->nhandlers; i++) {
+		if (!u->handlers[i].io)
+			continue;
+		rings++;
+		cr_expect_eq(upg_io_poll(u->handlers[i].io), 0);
+	}
+	cr_expect_gt(rings, 0, "no handler read from the file");
+	upg_destroy(u);
+}
+
+/*
+ * The evictor's write-back staging is its ring's fixed buffer, aligned for
+ * 2 MiB pages, mapped (and pinned by the registration) only once
+ * write-back runs: a runtime whose pool never fills holds none of it.
  */
 Test(swap, writeback_buffer_is_registered)
 {
@@ -394,6 +421,8 @@ Test(swap, writeback_buffer_is_registered)
 	cr_expect(upg_io_is_fixed(u->ev_io, u->wb_buf,
 				  (size_t)UPG_WB_DEPTH * UPG_WB_BATCH * PAGE));
 	cr_expect_eq(t_verify(m, NPAGES, T_TEXT), 0);
+	/* Aligned for huge pages (long segments per write). */
+	cr_expect_eq((uintptr_t)u->wb_buf % (2 * MiB), 0);
 	upg_destroy(u);
 }
 
@@ -433,103 +462,334 @@ static void damage(struct bare_swap *b, uint64_t slot, size_t off)
 	cr_assert_eq(pwrite(fd, &c, 1, (off_t)(slot * PAGE + off)), 1);
 }
 
+/* Object of page @want: LZ4, or the page itself if it does not compress. */
+static uint32_t object_of(const char *want, char *obj)
+{
+	int len = upg_compress_page(want, obj, UPG_COMPRESS_MAX);
+
+	if (len > 0)
+		return (uint32_t)len;
+	memcpy(obj, want, PAGE);
+	return PAGE;
+}
+
 /*
- * A slot holds a pool object (an LZ4 block, at the start) or a whole page;
- * both read back as the page. The checksum covers exactly the object's
- * bytes: damage inside it is an error, in the zeros after it harmless. A
- * page's own checksum (for clean drops) is known at once for a whole page,
- * after the first read for an object.
+ * Pack @n objects (of the pages at @want) through @stage, write them and
+ * wait for the write. Return: the number written.
+ */
+static unsigned put_objects(struct bare_swap *b, char (*want)[PAGE], unsigned n,
+			    char *stage, uint64_t *locs)
+{
+	static struct upg_swap_wr w;
+	static char obj[UPG_SWAP_WRITE_MAX][PAGE];
+	uint32_t len[UPG_SWAP_WRITE_MAX];
+	size_t offs[UPG_SWAP_WRITE_MAX];
+	unsigned got;
+
+	cr_assert_leq(n, UPG_SWAP_WRITE_MAX);
+	for (unsigned i = 0; i < n; i++)
+		len[i] = object_of(want[i], obj[i]);
+	got = upg_swap_pack(b->sw, &b->st, len, n, stage, locs, offs, &w);
+	for (unsigned i = 0; i < got; i++)
+		memcpy(stage + offs[i], obj[i], len[i]);
+	upg_swap_submit(b->sw, b->io, &w);
+	return n - upg_swap_write_finish(b->sw, b->io, &b->st, &w);
+}
+
+/* Read object @loc alone into @page. */
+static int get_one(struct bare_swap *b, uint64_t loc, char *page)
+{
+	static char scratch[2 * PAGE] __attribute__((aligned(PAGE)));
+
+	return upg_swap_read(b->sw, b->io, &loc, 1, page, scratch);
+}
+
+/*
+ * Objects (LZ4 blocks) and whole pages (a page that does not compress)
+ * are packed end to end and read back as the pages, one by one or all in
+ * one read. The checksum covers each slot's 4 KiB: damage anywhere in a
+ * slot (an object, or the zeros after the last) is an error for the
+ * objects lying in it, and only for them. A page's own checksum (for
+ * clean drops) is known at once for a whole page, after the first read
+ * for an object.
  */
 Test(swap, objects_and_whole_pages_round_trip)
 {
 	enum { N = 3 };
-	static struct upg_swap_wr w;
 	static char want[N][PAGE];
-	char *buf = aligned_alloc(PAGE, 2 * N * PAGE), *rd = buf + N * PAGE;
-	void *pages[N];
-	uint32_t len[N];
-	uint64_t slots[N];
+	char *stage = aligned_alloc(PAGE, N * PAGE);
+	char *rd = aligned_alloc(PAGE, N * PAGE);
+	char *scratch = aligned_alloc(PAGE, 2 * N * PAGE);
+	uint64_t locs[N];
 	struct bare_swap b;
 
 	bare_swap_open(&b);
-	/* Objects, but page 1 does not compress. */
-	for (int i = 0; i < N; i++) {
-		pages[i] = buf + i * PAGE;
-		memset(pages[i], 0, PAGE);
+	for (int i = 0; i < N; i++) /* page 1 does not compress */
 		t_page_fill(want[i], i == 1 ? T_RANDOM : T_TEXT, (uint64_t)i,
 			    0);
-		len[i] = (uint32_t)upg_compress_page(want[i], pages[i],
-						     UPG_COMPRESS_MAX);
-		if (!len[i]) {
-			memcpy(pages[i], want[i], PAGE);
-			len[i] = PAGE;
-		}
-	}
-	cr_assert_eq(len[1], PAGE, "random data compressed");
-	cr_assert_lt(len[0], PAGE / 2);
-	upg_swap_write_start(b.sw, b.io, &b.st, pages, len, NULL, N, slots, &w);
-	cr_assert_eq(upg_swap_write_finish(b.sw, b.io, &b.st, &w), 0);
-	cr_assert(slots[1] == slots[0] + 1 && slots[2] == slots[0] + 2);
+	cr_assert_eq(put_objects(&b, want, N, stage, locs), N);
+	cr_assert_eq(upg_swap_loc_len(locs[1]), PAGE, "random compressed");
+	cr_assert_lt(upg_swap_loc_len(locs[0]), PAGE / 2);
+	cr_assert(upg_swap_follows(locs[0], locs[1]) &&
+		  upg_swap_follows(locs[1], locs[2]));
+	/* Packed: the whole page starts right after object 0, in its slot. */
+	cr_expect_eq(upg_swap_loc_slot(locs[1]), upg_swap_loc_slot(locs[0]));
+	cr_expect_eq(upg_swap_loc_off(locs[1]), upg_swap_loc_len(locs[0]));
 
-	/* A whole page's checksum is known at once, an object's once read. */
-	cr_expect(upg_swap_matches(b.sw, slots[1], want[1]));
-	cr_expect_not(upg_swap_matches(b.sw, slots[0], want[0]));
-	cr_assert_eq(upg_swap_read(b.sw, b.io, slots[0], N, rd), 0);
+	cr_expect(upg_swap_matches(b.sw, locs[1], want[1]));
+	cr_expect_not(upg_swap_matches(b.sw, locs[0], want[0]));
+	cr_assert_eq(upg_swap_read(b.sw, b.io, locs, N, rd, scratch), 0);
 	for (int i = 0; i < N; i++)
 		cr_expect_eq(memcmp(rd + i * PAGE, want[i], PAGE), 0, "page %d",
 			     i);
-	cr_expect(upg_swap_matches(b.sw, slots[0], want[0]));
+	cr_expect(upg_swap_matches(b.sw, locs[0], want[0]));
 	want[0][PAGE - 1] ^= 1;
-	cr_expect_not(upg_swap_matches(b.sw, slots[0], want[0]));
+	cr_expect_not(upg_swap_matches(b.sw, locs[0], want[0]));
 	want[0][PAGE - 1] ^= 1;
 
-	/* The zeros after an object are not data; the object is. */
-	damage(&b, slots[2], PAGE - 1);
-	cr_expect_eq(upg_swap_read(b.sw, b.io, slots[2], 1, rd), 0);
-	cr_expect_eq(memcmp(rd, want[2], PAGE), 0);
-	damage(&b, slots[0], len[0] / 2);
-	cr_expect_eq(upg_swap_read(b.sw, b.io, slots[0], 1, rd), -EBADMSG);
-	damage(&b, slots[1], 100);
-	cr_expect_eq(upg_swap_read(b.sw, b.io, slots[1], 1, rd), -EBADMSG);
+	/* Damage in the last slot: object 2 fails, object 0 does not. */
+	damage(&b, upg_swap_loc_last(locs[2]), PAGE - 1);
+	cr_expect_eq(get_one(&b, locs[2], rd), -EBADMSG);
+	cr_expect_eq(get_one(&b, locs[0], rd), 0);
+	cr_expect_eq(memcmp(rd, want[0], PAGE), 0);
+	damage(&b, upg_swap_loc_slot(locs[0]), upg_swap_loc_len(locs[0]) / 2);
+	cr_expect_eq(get_one(&b, locs[0], rd), -EBADMSG);
+	/* Objects that do not follow each other are refused. */
+	locs[2] = locs[0];
+	cr_expect_eq(upg_swap_read(b.sw, b.io, locs, N, rd, scratch), -EINVAL);
 	bare_swap_close(&b);
-	free(buf);
+	free(stage);
+	free(rd);
+	free(scratch);
 }
 
 /*
- * Write-back stores the pool's objects: a written-back text page's slot
- * holds its LZ4 block, followed by zeros, not the page; every page still
- * reads back right.
+ * Text objects (1-3 KiB) pack across slot boundaries: some span two
+ * slots, a write of N pages takes fewer slots than pages, and every page
+ * reads back, alone or all in one read.
+ */
+Test(swap, packed_objects_span_slots)
+{
+	enum { N = 64 };
+	static char want[N][PAGE];
+	char *stage = aligned_alloc(PAGE, N * PAGE);
+	char *rd = aligned_alloc(PAGE, N * PAGE);
+	char *scratch = aligned_alloc(PAGE, 2 * N * PAGE);
+	uint64_t locs[N], bytes = 0;
+	unsigned spanning = 0;
+	struct bare_swap b;
+
+	bare_swap_open(&b);
+	for (int i = 0; i < N; i++)
+		t_page_fill(want[i], T_TEXT, (uint64_t)i, 7);
+	cr_assert_eq(put_objects(&b, want, N, stage, locs), N);
+	for (int i = 0; i < N; i++) {
+		spanning +=
+			upg_swap_loc_last(locs[i]) > upg_swap_loc_slot(locs[i]);
+		bytes += upg_swap_loc_len(locs[i]);
+	}
+	cr_expect_gt(spanning, N / 4, "%u objects span two slots", spanning);
+	/* Tight: no gaps but after the last object. */
+	cr_expect_eq(upg_swap_used(b.sw), (bytes + PAGE - 1) / PAGE,
+		     "%llu slots for %llu bytes",
+		     (unsigned long long)upg_swap_used(b.sw),
+		     (unsigned long long)bytes);
+	cr_assert_eq(upg_swap_read(b.sw, b.io, locs, N, rd, scratch), 0);
+	for (int i = 0; i < N; i++)
+		cr_expect_eq(memcmp(rd + i * PAGE, want[i], PAGE), 0, "page %d",
+			     i);
+	for (int i = N - 1; i >= 0; i--) {
+		cr_assert_eq(get_one(&b, locs[i], rd), 0, "page %d", i);
+		cr_expect_eq(memcmp(rd, want[i], PAGE), 0, "page %d alone", i);
+	}
+	bare_swap_close(&b);
+	free(stage);
+	free(rd);
+	free(scratch);
+}
+
+/*
+ * A slot is free only once every object lying in it is: freeing objects
+ * one by one, in an order that leaves each slot held by its last object
+ * until the end, frees no slot early (the survivors still read back), and
+ * the slots are reused afterwards.
+ */
+Test(swap, slot_freed_when_all_its_objects_are)
+{
+	enum { N = 32 };
+	static char want[N][PAGE];
+	char *stage = aligned_alloc(PAGE, N * PAGE);
+	char *rd = aligned_alloc(PAGE, PAGE);
+	uint64_t locs[N], again[N], used, file;
+	struct bare_swap b;
+
+	bare_swap_open(&b);
+	for (int i = 0; i < N; i++)
+		t_page_fill(want[i], T_TEXT, (uint64_t)i, 3);
+	cr_assert_eq(put_objects(&b, want, N, stage, locs), N);
+	used = upg_swap_used(b.sw);
+	cr_assert_eq(used, upg_swap_loc_last(locs[N - 1]) -
+				   upg_swap_loc_slot(locs[0]) + 1);
+	/* Even objects first: every slot still holds an odd one (objects
+	 * are shorter than a slot, so each slot holds two neighbours). */
+	for (int i = 0; i < N; i += 2)
+		upg_swap_free(b.sw, locs[i]);
+	cr_expect_eq(upg_swap_used(b.sw), used, "a slot was freed early");
+	for (int i = 1; i < N; i += 2) {
+		cr_assert_eq(get_one(&b, locs[i], rd), 0, "page %d", i);
+		cr_expect_eq(memcmp(rd, want[i], PAGE), 0, "page %d", i);
+	}
+	for (int i = 1; i < N; i += 2)
+		upg_swap_free(b.sw, locs[i]);
+	cr_expect_eq(upg_swap_used(b.sw), 0);
+	file = upg_swap_file_bytes(b.sw);
+	cr_assert_eq(put_objects(&b, want, N, stage, again), N);
+	cr_expect_eq(upg_swap_used(b.sw), used);
+	cr_expect_eq(upg_swap_file_bytes(b.sw), file, "the file grew");
+	bare_swap_close(&b);
+	free(stage);
+	free(rd);
+}
+
+/*
+ * Tiny objects (nearly empty pages): no more than UPG_SWAP_SLOT_OBJS start
+ * in one slot, the next goes to the next slot, and each keeps its own page
+ * checksum.
+ */
+Test(swap, tiny_objects_per_slot_capped)
+{
+	enum { N = 40 };
+	static char want[N][PAGE];
+	char *stage = aligned_alloc(PAGE, N * PAGE);
+	char *rd = aligned_alloc(PAGE, N * PAGE);
+	char *scratch = aligned_alloc(PAGE, 2 * N * PAGE);
+	unsigned in_slot = 0;
+	uint64_t locs[N];
+	struct bare_swap b;
+
+	bare_swap_open(&b);
+	for (int i = 0; i < N; i++)
+		snprintf(want[i] + 100, 64, "page %d", i);
+	cr_assert_eq(put_objects(&b, want, N, stage, locs), N);
+	for (int i = 0; i < N; i++) {
+		cr_assert_lt(upg_swap_loc_len(locs[i]), 200);
+		in_slot = i && upg_swap_loc_slot(locs[i]) ==
+						  upg_swap_loc_slot(locs[i - 1])
+				  ? in_slot + 1
+				  : 1;
+		cr_assert_leq(in_slot, UPG_SWAP_SLOT_OBJS, "object %d", i);
+	}
+	cr_expect_eq(upg_swap_used(b.sw),
+		     (N + UPG_SWAP_SLOT_OBJS - 1) / UPG_SWAP_SLOT_OBJS);
+	cr_assert_eq(upg_swap_read(b.sw, b.io, locs, N, rd, scratch), 0);
+	for (int i = 0; i < N; i++) {
+		cr_expect_eq(memcmp(rd + i * PAGE, want[i], PAGE), 0, "page %d",
+			     i);
+		cr_expect(upg_swap_matches(b.sw, locs[i], want[i]), "%d", i);
+		cr_expect_not(
+			upg_swap_matches(b.sw, locs[i], want[(i + 1) % N]));
+	}
+	bare_swap_close(&b);
+	free(stage);
+	free(rd);
+	free(scratch);
+}
+
+/*
+ * A write that fails (EIO, ENOSPC) frees every slot it took, and its
+ * objects get no location; the file works again afterwards.
+ */
+Test(swap, failed_packed_write_frees_its_slots)
+{
+	enum { N = 48 };
+	static char want[N][PAGE];
+	char *stage = aligned_alloc(PAGE, N * PAGE);
+	uint64_t locs[N];
+	struct bare_swap b;
+
+	bare_swap_open(&b);
+	for (int i = 0; i < N; i++)
+		t_page_fill(want[i], T_TEXT, (uint64_t)i, 9);
+	upg_io_inject(true, 0, -EIO);
+	cr_expect_eq(put_objects(&b, want, N, stage, locs), 0);
+	upg_io_inject(true, 0, 0);
+	for (int i = 0; i < N; i++)
+		cr_expect_eq(locs[i], 0, "object %d has a location", i);
+	cr_expect_eq(upg_swap_used(b.sw), 0, "slots leaked");
+	cr_expect_eq(b.st.c[UPG_STAT_swap_err_io], 1);
+	cr_expect_eq(put_objects(&b, want, N, stage, locs), N);
+	bare_swap_close(&b);
+	free(stage);
+}
+
+/*
+ * Write-back stores the pool's objects packed: a written-back text page's
+ * location holds its LZ4 block, shorter than a page, and pages written
+ * back together lie in fewer slots than pages; every page reads back.
  */
 Test(swap, writeback_stores_pool_objects)
 {
 	struct upg *u = swap_runtime(NULL);
-	char *m = t_region(u, SIZE), *slot = aligned_alloc(PAGE, PAGE);
+	char *m = t_region(u, SIZE), *buf = aligned_alloc(PAGE, 2 * PAGE);
 	struct upg_region *r = upg_region_find(u, m);
-	static const char zeros[1024];
 	size_t swapped = 0, objects = 0;
+	struct upg_stats s;
 
 	t_fill(m, NPAGES, T_TEXT);
-	cr_assert_gt(t_stats(u).swap_writeback, NPAGES / 4);
+	s = t_stats(u);
+	cr_assert_gt(s.swap_writeback, NPAGES / 4);
+	cr_expect_lt(s.swap_write_bytes, s.swap_writes * PAGE * 9 / 10,
+		     "%llu bytes for %llu pages: not packed",
+		     (unsigned long long)s.swap_write_bytes,
+		     (unsigned long long)s.swap_writes);
 	for (size_t i = 0; i < NPAGES; i++) {
-		uint64_t v = atomic_load(&r->pte[i]);
-		char page[PAGE];
+		uint64_t v = atomic_load(&r->pte[i]), loc = pte_payload(v);
+		char page[PAGE], out[PAGE];
+		uint32_t len = upg_swap_loc_len(loc);
 
 		if (pte_state(v) != PTE_EVICTED || !(v & PTE_SWAP))
 			continue;
 		swapped++;
-		cr_assert_eq(pread(upg_swap_fd(u->swap), slot, PAGE,
-				   (off_t)(pte_payload(v) * PAGE)),
-			     (ssize_t)PAGE);
+		cr_assert_eq(pread(upg_swap_fd(u->swap), buf, 2 * PAGE,
+				   (off_t)(upg_swap_loc_slot(loc) * PAGE)),
+			     (ssize_t)(2 * PAGE));
 		t_page_fill(page, T_TEXT, i, 0);
-		objects += memcmp(slot, page, PAGE) &&
-			   !memcmp(slot + PAGE - sizeof(zeros), zeros,
-				   sizeof(zeros));
+		objects += len < PAGE &&
+			   !upg_decompress_page(buf + upg_swap_loc_off(loc),
+						(int)len, out) &&
+			   !memcmp(out, page, PAGE);
 	}
 	cr_expect_gt(objects, swapped / 2, "%zu objects in %zu swapped pages",
 		     objects, swapped);
 	cr_expect_eq(t_verify(m, NPAGES, T_TEXT), 0);
 	upg_destroy(u);
-	free(slot);
+	free(buf);
+}
+
+/*
+ * Readahead over packed objects: a sequential scan of text pages written
+ * back brings several pages in per swap fault (their objects follow each
+ * other across slots), and every page reads back right, twice (the
+ * second pass after pages were dropped clean or written back again).
+ */
+Test(swap, readahead_reads_packed_objects)
+{
+	struct upg *u = swap_runtime(NULL);
+	char *m = t_region(u, SIZE);
+	struct upg_stats s;
+
+	t_fill(m, NPAGES, T_TEXT);
+	cr_assert_gt(t_stats(u).swap_writeback, NPAGES / 2);
+	cr_expect_eq(t_verify(m, NPAGES, T_TEXT), 0);
+	cr_expect_eq(t_verify(m, NPAGES, T_TEXT), 0);
+	s = t_stats(u);
+	cr_expect_gt(s.fault_swap, 0);
+	cr_expect_gt(s.swap_ra_pages, 4 * s.fault_swap,
+		     "%llu pages read ahead in %llu swap faults",
+		     (unsigned long long)s.swap_ra_pages,
+		     (unsigned long long)s.fault_swap);
+	cr_expect_eq(s.swap_read_errors + s.fault_error, 0);
+	upg_destroy(u);
 }
 
 /*

@@ -55,6 +55,7 @@
 	X(swap_ra_hits,		"swap faults continuing a sequential readahead") \
 	X(swap_ra_misses,	"swap faults starting a new stream (one page)") \
 	X(swap_writes,		"pages written to the swap file")	\
+	X(swap_write_bytes,	"bytes written to the swap file (packed objects)") \
 	X(swap_writeback,	"pool entries written back to the swap file") \
 	X(swap_direct,		"evicted pages written straight to the file") \
 	X(swap_clean_drop,	"clean pages dropped, their slot still valid") \
@@ -85,7 +86,7 @@
 	X(same,	"same-filled fault")					\
 	X(swap,	"swap-in fault")					\
 	X(evict,	"eviction batch")					\
-	X(swap_write,	"write-back run (select, decompress, write)")
+	X(swap_write,	"write-back run (select, pack, write)")
 /* clang-format on */
 
 /* Histogram bucket i holds samples in [2^i, 2^(i+1)) nanoseconds. */
