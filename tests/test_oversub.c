@@ -218,7 +218,8 @@ Test(oversub, api_mode_verifies_under_upager)
 	cr_assert_eq(r.status, 0, "exit %d: %s", r.status, r.out);
 	cr_assert(json_line(r.out), "not one JSON line: %s", r.out);
 	cr_assert(field(r.out, "upager"), "no upager stats: %s", r.out);
-	cr_assert_gt(field_int(r.out, "fault_pool"), 0, "no pool hit: %s", r.out);
+	cr_assert_gt(field_int(r.out, "fault_pool"), 0, "no pool hit: %s",
+		     r.out);
 }
 
 Test(oversub, bad_option_is_a_usage_error)
