@@ -504,6 +504,30 @@ static int get_one(struct bare_swap *b, uint64_t loc, char *page)
 	return upg_swap_read(b->sw, b->io, &loc, 1, page, scratch);
 }
 
+/* Staging, read and scratch buffers for @n objects (upg_swap_read()). */
+struct obj_bufs {
+	char *stage, *rd, *scratch;
+};
+
+static struct obj_bufs obj_bufs_get(size_t n)
+{
+	struct obj_bufs bf = {
+		.stage = aligned_alloc(PAGE, n * PAGE),
+		.rd = aligned_alloc(PAGE, n * PAGE),
+		.scratch = aligned_alloc(PAGE, 2 * n * PAGE),
+	};
+
+	cr_assert(bf.stage && bf.rd && bf.scratch);
+	return bf;
+}
+
+static void obj_bufs_put(struct obj_bufs *bf)
+{
+	free(bf->stage);
+	free(bf->rd);
+	free(bf->scratch);
+}
+
 /*
  * Objects (LZ4 blocks) and whole pages (a page that does not compress)
  * are packed end to end and read back as the pages, one by one or all in
@@ -517,9 +541,7 @@ Test(swap, objects_and_whole_pages_round_trip)
 {
 	enum { N = 3 };
 	static char want[N][PAGE];
-	char *stage = aligned_alloc(PAGE, N * PAGE);
-	char *rd = aligned_alloc(PAGE, N * PAGE);
-	char *scratch = aligned_alloc(PAGE, 2 * N * PAGE);
+	struct obj_bufs bf = obj_bufs_get(N);
 	uint64_t locs[N];
 	struct bare_swap b;
 
@@ -527,7 +549,7 @@ Test(swap, objects_and_whole_pages_round_trip)
 	for (int i = 0; i < N; i++) /* page 1 does not compress */
 		t_page_fill(want[i], i == 1 ? T_RANDOM : T_TEXT, (uint64_t)i,
 			    0);
-	cr_assert_eq(put_objects(&b, want, N, stage, locs), N);
+	cr_assert_eq(put_objects(&b, want, N, bf.stage, locs), N);
 	cr_assert_eq(upg_swap_loc_len(locs[1]), PAGE, "random compressed");
 	cr_assert_lt(upg_swap_loc_len(locs[0]), PAGE / 2);
 	cr_assert(upg_swap_follows(locs[0], locs[1]) &&
@@ -538,10 +560,10 @@ Test(swap, objects_and_whole_pages_round_trip)
 
 	cr_expect(upg_swap_matches(b.sw, locs[1], want[1]));
 	cr_expect_not(upg_swap_matches(b.sw, locs[0], want[0]));
-	cr_assert_eq(upg_swap_read(b.sw, b.io, locs, N, rd, scratch), 0);
+	cr_assert_eq(upg_swap_read(b.sw, b.io, locs, N, bf.rd, bf.scratch), 0);
 	for (int i = 0; i < N; i++)
-		cr_expect_eq(memcmp(rd + i * PAGE, want[i], PAGE), 0, "page %d",
-			     i);
+		cr_expect_eq(memcmp(bf.rd + i * PAGE, want[i], PAGE), 0,
+			     "page %d", i);
 	cr_expect(upg_swap_matches(b.sw, locs[0], want[0]));
 	want[0][PAGE - 1] ^= 1;
 	cr_expect_not(upg_swap_matches(b.sw, locs[0], want[0]));
@@ -549,18 +571,17 @@ Test(swap, objects_and_whole_pages_round_trip)
 
 	/* Damage in the last slot: object 2 fails, object 0 does not. */
 	damage(&b, upg_swap_loc_last(locs[2]), PAGE - 1);
-	cr_expect_eq(get_one(&b, locs[2], rd), -EBADMSG);
-	cr_expect_eq(get_one(&b, locs[0], rd), 0);
-	cr_expect_eq(memcmp(rd, want[0], PAGE), 0);
+	cr_expect_eq(get_one(&b, locs[2], bf.rd), -EBADMSG);
+	cr_expect_eq(get_one(&b, locs[0], bf.rd), 0);
+	cr_expect_eq(memcmp(bf.rd, want[0], PAGE), 0);
 	damage(&b, upg_swap_loc_slot(locs[0]), upg_swap_loc_len(locs[0]) / 2);
-	cr_expect_eq(get_one(&b, locs[0], rd), -EBADMSG);
+	cr_expect_eq(get_one(&b, locs[0], bf.rd), -EBADMSG);
 	/* Objects that do not follow each other are refused. */
 	locs[2] = locs[0];
-	cr_expect_eq(upg_swap_read(b.sw, b.io, locs, N, rd, scratch), -EINVAL);
+	cr_expect_eq(upg_swap_read(b.sw, b.io, locs, N, bf.rd, bf.scratch),
+		     -EINVAL);
 	bare_swap_close(&b);
-	free(stage);
-	free(rd);
-	free(scratch);
+	obj_bufs_put(&bf);
 }
 
 /*
@@ -572,9 +593,7 @@ Test(swap, packed_objects_span_slots)
 {
 	enum { N = 64 };
 	static char want[N][PAGE];
-	char *stage = aligned_alloc(PAGE, N * PAGE);
-	char *rd = aligned_alloc(PAGE, N * PAGE);
-	char *scratch = aligned_alloc(PAGE, 2 * N * PAGE);
+	struct obj_bufs bf = obj_bufs_get(N);
 	uint64_t locs[N], bytes = 0;
 	unsigned spanning = 0;
 	struct bare_swap b;
@@ -582,7 +601,7 @@ Test(swap, packed_objects_span_slots)
 	bare_swap_open(&b);
 	for (int i = 0; i < N; i++)
 		t_page_fill(want[i], T_TEXT, (uint64_t)i, 7);
-	cr_assert_eq(put_objects(&b, want, N, stage, locs), N);
+	cr_assert_eq(put_objects(&b, want, N, bf.stage, locs), N);
 	for (int i = 0; i < N; i++) {
 		spanning +=
 			upg_swap_loc_last(locs[i]) > upg_swap_loc_slot(locs[i]);
@@ -594,18 +613,17 @@ Test(swap, packed_objects_span_slots)
 		     "%llu slots for %llu bytes",
 		     (unsigned long long)upg_swap_used(b.sw),
 		     (unsigned long long)bytes);
-	cr_assert_eq(upg_swap_read(b.sw, b.io, locs, N, rd, scratch), 0);
+	cr_assert_eq(upg_swap_read(b.sw, b.io, locs, N, bf.rd, bf.scratch), 0);
 	for (int i = 0; i < N; i++)
-		cr_expect_eq(memcmp(rd + i * PAGE, want[i], PAGE), 0, "page %d",
-			     i);
+		cr_expect_eq(memcmp(bf.rd + i * PAGE, want[i], PAGE), 0,
+			     "page %d", i);
 	for (int i = N - 1; i >= 0; i--) {
-		cr_assert_eq(get_one(&b, locs[i], rd), 0, "page %d", i);
-		cr_expect_eq(memcmp(rd, want[i], PAGE), 0, "page %d alone", i);
+		cr_assert_eq(get_one(&b, locs[i], bf.rd), 0, "page %d", i);
+		cr_expect_eq(memcmp(bf.rd, want[i], PAGE), 0, "page %d alone",
+			     i);
 	}
 	bare_swap_close(&b);
-	free(stage);
-	free(rd);
-	free(scratch);
+	obj_bufs_put(&bf);
 }
 
 /*
@@ -660,9 +678,7 @@ Test(swap, tiny_objects_per_slot_capped)
 {
 	enum { N = 40 };
 	static char want[N][PAGE];
-	char *stage = aligned_alloc(PAGE, N * PAGE);
-	char *rd = aligned_alloc(PAGE, N * PAGE);
-	char *scratch = aligned_alloc(PAGE, 2 * N * PAGE);
+	struct obj_bufs bf = obj_bufs_get(N);
 	unsigned in_slot = 0;
 	uint64_t locs[N];
 	struct bare_swap b;
@@ -670,7 +686,7 @@ Test(swap, tiny_objects_per_slot_capped)
 	bare_swap_open(&b);
 	for (int i = 0; i < N; i++)
 		snprintf(want[i] + 100, 64, "page %d", i);
-	cr_assert_eq(put_objects(&b, want, N, stage, locs), N);
+	cr_assert_eq(put_objects(&b, want, N, bf.stage, locs), N);
 	for (int i = 0; i < N; i++) {
 		cr_assert_lt(upg_swap_loc_len(locs[i]), 200);
 		in_slot = i && upg_swap_loc_slot(locs[i]) ==
@@ -681,18 +697,16 @@ Test(swap, tiny_objects_per_slot_capped)
 	}
 	cr_expect_eq(upg_swap_used(b.sw),
 		     (N + UPG_SWAP_SLOT_OBJS - 1) / UPG_SWAP_SLOT_OBJS);
-	cr_assert_eq(upg_swap_read(b.sw, b.io, locs, N, rd, scratch), 0);
+	cr_assert_eq(upg_swap_read(b.sw, b.io, locs, N, bf.rd, bf.scratch), 0);
 	for (int i = 0; i < N; i++) {
-		cr_expect_eq(memcmp(rd + i * PAGE, want[i], PAGE), 0, "page %d",
-			     i);
+		cr_expect_eq(memcmp(bf.rd + i * PAGE, want[i], PAGE), 0,
+			     "page %d", i);
 		cr_expect(upg_swap_matches(b.sw, locs[i], want[i]), "%d", i);
 		cr_expect_not(
 			upg_swap_matches(b.sw, locs[i], want[(i + 1) % N]));
 	}
 	bare_swap_close(&b);
-	free(stage);
-	free(rd);
-	free(scratch);
+	obj_bufs_put(&bf);
 }
 
 /*
