@@ -98,7 +98,11 @@ struct upg_hist {
 	uint64_t bucket[UPG_HIST_BUCKETS];
 };
 
-#define UPG_STATS_VERSION 1
+/*
+ * Bumped whenever the layout changes (2: evict_helped, swap_write_bytes
+ * and pool_parked_bytes added).
+ */
+#define UPG_STATS_VERSION 2
 
 struct upg_stats {
 	uint32_t size;	  /* set by the caller: sizeof(struct upg_stats) */
