@@ -251,32 +251,6 @@ static size_t sweep_window(struct upg *u, struct victim *v, size_t *n,
 }
 
 /*
- * With chunk moves, finish the chunk the hand stopped in: moving a chunk
- * costs the copy back of every resident page that stays, so a chunk left
- * after 128 of its victims is moved (and mostly copied back) again and
- * again as the hand crawls over it. Sequential access showed 1.5 pages
- * copied back per page evicted. At most @extra more victims, all in the
- * chunk, and only unreferenced ones, so the clock's choice is unchanged;
- * the evictor just runs a little below its high watermark (by at most an
- * eighth of the budget, or the gap between the watermarks).
- */
-static void finish_chunk(struct upg *u, struct victim *v, size_t *n,
-			 size_t extra)
-{
-	struct upg_region *r;
-
-	if (!u->remap || !*n || u->hand_region >= u->nregions ||
-	    !(u->hand_idx & (UPG_CHUNK_PAGES - 1)))
-		return;
-	r = u->regions[u->hand_region];
-	if (r != v[*n - 1].r ||
-	    (v[*n - 1].idx ^ u->hand_idx) >> UPG_CHUNK_SHIFT ||
-	    u->hand_idx >= r->npages)
-		return;
-	sweep_window(u, v, n, *n + extra);
-}
-
-/*
  * Whether the pool takes @n more pages, even incompressible ones, below
  * the mark where write-back starts. A batch bigger than that spills over
  * the pool in mid-batch: part of a run of pages goes to the pool (and
@@ -293,6 +267,34 @@ static bool pool_room(struct upg *u, size_t n)
 }
 
 /*
+ * With chunk moves, finish the chunk the hand stopped in: moving a chunk
+ * costs the copy back of every resident page that stays, so a chunk left
+ * after 128 of its victims is moved (and mostly copied back) again and
+ * again as the hand crawls over it. Sequential access showed 1.5 pages
+ * copied back per page evicted. At most @extra more victims, all in the
+ * chunk, and only unreferenced ones, so the clock's choice is unchanged;
+ * the evictor just runs a little below its high watermark (by at most an
+ * eighth of the budget, or the gap between the watermarks), and only
+ * while the pool has room for them.
+ */
+static void finish_chunk(struct upg *u, struct victim *v, size_t *n)
+{
+	long gap = MAX(atomic_load(&u->high_gap), atomic_load(&u->budget) / 8);
+	size_t extra = MIN(UPG_CHUNK_PAGES, (size_t)gap);
+	struct upg_region *r;
+
+	if (!u->remap || !*n || u->hand_region >= u->nregions ||
+	    !(u->hand_idx & (UPG_CHUNK_PAGES - 1)))
+		return;
+	r = u->regions[u->hand_region];
+	if (r != v[*n - 1].r ||
+	    (v[*n - 1].idx ^ u->hand_idx) >> UPG_CHUNK_SHIFT ||
+	    u->hand_idx >= r->npages || !pool_room(u, extra))
+		return;
+	sweep_window(u, v, n, *n + extra);
+}
+
+/*
  * Collect up to @want victims in address order (plus the rest of the last
  * chunk's, see finish_chunk(); @v has room for UPG_CHUNK_PAGES more). Two
  * full turns of the clock are enough to clear every REF bit and find
@@ -302,8 +304,6 @@ static size_t select_victims(struct upg *u, struct victim *v, size_t want)
 {
 	size_t n = 0, seen = 0, steps = 0, max_steps = 2;
 	size_t limit = 2 * (size_t)MAX(atomic_load(&u->resident), 0) + want;
-	size_t extra = (size_t)MAX(atomic_load(&u->high_gap),
-				   atomic_load(&u->budget) / 8);
 
 	/* Two turns: a step covers at most a chunk. */
 	for (size_t i = 0; i < u->nregions; i++)
@@ -318,8 +318,7 @@ static size_t select_victims(struct upg *u, struct victim *v, size_t want)
 		}
 		seen += sweep_window(u, v, &n, want);
 	}
-	if (pool_room(u, MIN(UPG_CHUNK_PAGES, extra)))
-		finish_chunk(u, v, &n, MIN(UPG_CHUNK_PAGES, extra));
+	finish_chunk(u, v, &n);
 	return n;
 }
 
@@ -362,21 +361,22 @@ static int64_t store_swap(struct upg *u, const void *page)
 	void *pages[1] = { (void *)page };
 	uint64_t loc;
 
-	if (!u->swap || !u->ev_io || upg_swap_failing(u->swap))
+	if (!u->swap || !u->ev_io || upg_swap_failing(u->swap) ||
+	    upg_swap_write(u->swap, u->ev_io, st, pages, 1, &loc)) {
+		upg_stat_inc(st, UPG_STAT_evict_pool_full);
 		return -ENOSPC;
-	if (upg_swap_write(u->swap, u->ev_io, st, pages, 1, &loc))
-		return -ENOSPC;
+	}
 	upg_stat_inc(st, UPG_STAT_swap_direct);
 	return (int64_t)pte_make(PTE_EVICTED, PTE_COPY | PTE_SWAP, loc);
 }
 
 /*
- * @st: the storing thread's statistics. @swap: whether it may write to the
- * swap file (the evictor's ring: evictor only); if not, a full pool gives
- * -EAGAIN, for the evictor to retry.
+ * @st: the storing thread's statistics. Return: the evicted entry, or
+ * -EAGAIN if the pool is full (the page may go to the file: store_swap(),
+ * the evictor's ring, so the evictor's alone).
  */
 static int64_t store_page(struct upg *u, struct victim *v, const void *page,
-			  struct upg_stat_shard *st, bool swap)
+			  struct upg_stat_shard *st)
 {
 	uint64_t handle = pte_payload(v->old);
 	int kind;
@@ -394,13 +394,8 @@ static int64_t store_page(struct upg *u, struct victim *v, const void *page,
 		v->old &= ~(PTE_COPY | PTE_SWAP);
 	}
 	kind = upg_pool_store(u->pool, page, &handle);
-	if (kind < 0) {
-		int64_t e = swap ? store_swap(u, page) : -EAGAIN;
-
-		if (e < 0 && swap)
-			upg_stat_inc(st, UPG_STAT_evict_pool_full);
-		return e;
-	}
+	if (kind < 0)
+		return -EAGAIN;
 	count_store(st, kind);
 	/* REF on an evicted entry: stored recently, spared by write-back. */
 	return (int64_t)pte_make(PTE_EVICTED, PTE_COPY | PTE_REF, handle);
@@ -414,8 +409,8 @@ static int64_t store_page(struct upg *u, struct victim *v, const void *page,
  * stores as a job; a handler that must wait for room claims pages of it
  * one at a time and stores them too. The evictor claims from the same
  * counter, then waits for the pages others claimed, and only then
- * publishes entries, in order, as before. Helpers never write to the swap
- * file (the evictor's ring): a full pool leaves -EAGAIN for the evictor.
+ * publishes entries, in order, as before. Pages the pool refuses go to the
+ * swap file afterwards, by the evictor (its ring), in the batch's order.
  *
  * The job lives in struct upg; its items on the evictor's stack. A helper
  * registers (helpers + 1) and then checks the job is still active; the
@@ -437,7 +432,7 @@ static void job_work(struct upg *u, struct upg_stat_shard *st, bool helper)
 	while ((i = atomic_fetch_add(&u->job.next, 1)) < u->job.n) {
 		struct upg_store_item *it = &u->job.item[i];
 
-		it->e = store_page(u, it->v, it->page, st, false);
+		it->e = store_page(u, it->v, it->page, st);
 		if (helper)
 			upg_stat_inc(st, UPG_STAT_evict_helped);
 		if (atomic_fetch_add(&u->job.done, 1) + 1 == u->job.n &&
@@ -500,8 +495,7 @@ static void store_items(struct upg *u, struct upg_store_item *item, size_t n)
 	 */
 	for (size_t i = 0; i < n; i++)
 		if (item[i].e == -EAGAIN)
-			item[i].e = store_page(u, item[i].v, item[i].page, st,
-					       true);
+			item[i].e = store_swap(u, item[i].page);
 }
 
 static void keep_resident(struct upg *u, struct victim *v)
@@ -652,21 +646,21 @@ static size_t evict_move(struct upg *u, struct victim *v, size_t n)
 /* ------------------------------------------------------------------ */
 
 /* Zap and publish the stored pages of a run, in contiguous stretches. */
-static size_t zap_stored(struct upg *u, struct victim *v, const int64_t *e,
-			 size_t k)
+static size_t zap_stored(struct upg *u, struct victim *v,
+			 const struct upg_store_item *item, size_t k)
 {
 	char *start = region_addr(v[0].r, v[0].idx);
 	size_t evicted = 0;
 
 	for (size_t j = 0, n; j < k; j += n) {
-		for (n = 0; j + n < k && e[j + n] >= 0; n++)
+		for (n = 0; j + n < k && item[j + n].e >= 0; n++)
 			;
 		if (n)
 			upg_self_zap(u, start + (j << UPG_PAGE_SHIFT),
 				     n << UPG_PAGE_SHIFT);
 		for (size_t i = j; i < j + n; i++)
 			upg_page_publish(u, v[i].r, v[i].idx, PTE_RESIDENT,
-					 (uint64_t)e[i]);
+					 (uint64_t)item[i].e);
 		evicted += n;
 		n += !n; /* step over a page that stays resident */
 	}
@@ -683,7 +677,7 @@ static size_t zap_stored(struct upg *u, struct victim *v, const int64_t *e,
 static size_t copy_run(struct upg *u, struct victim *v, size_t k)
 {
 	char *start = region_addr(v[0].r, v[0].idx);
-	int64_t e[UPG_EVICT_BATCH];
+	struct upg_store_item item[UPG_EVICT_BATCH];
 	int err;
 
 	while ((err = upg_uffd_writeprotect(u->uffd, start, k << UPG_PAGE_SHIFT,
@@ -697,16 +691,19 @@ static size_t copy_run(struct upg *u, struct victim *v, size_t k)
 		return 0;
 	}
 	for (size_t j = 0; j < k; j++)
-		e[j] = store_page(u, &v[j], start + (j << UPG_PAGE_SHIFT),
-				  upg_evictor_stats(u), true);
+		item[j] = (struct upg_store_item){
+			.v = &v[j],
+			.page = start + (j << UPG_PAGE_SHIFT),
+		};
+	store_items(u, item, k);
 	for (size_t j = 0; j < k; j++) {
-		if (e[j] >= 0)
+		if (item[j].e >= 0)
 			continue;
 		upg_uffd_writeprotect(u->uffd, start + (j << UPG_PAGE_SHIFT),
 				      UPG_PAGE_SIZE, false);
 		keep_resident(u, &v[j]);
 	}
-	return zap_stored(u, v, e, k);
+	return zap_stored(u, v, item, k);
 }
 
 static size_t evict_copy(struct upg *u, struct victim *v, size_t n)
