@@ -386,17 +386,30 @@ static int load_run(struct upg_handler *h, struct run *run)
  * reports it) and keeps its stored copy, so that an unwritten page is
  * dropped at eviction instead of being compressed again. A page that is
  * being written now is dirty at once: its copy is freed once installed.
+ *
+ * Pool copies cost memory until the page is found written, so they are
+ * kept only while they pay off, as the evictor judges (copy_policy() in
+ * evict.c): not in a read-modify-write workload, where nearly every copy
+ * is freed unused. Slots in the swap file are always kept: they cost no
+ * memory, and a clean drop saves a write.
  */
-static bool keeps_copy(struct upg *u, bool write, size_t i)
+static bool keeps_copy(struct upg_handler *h, uint64_t old, bool write,
+		       size_t i)
 {
-	return u->caps.wp_async && !(write && i == 0);
+	if (!h->u->caps.wp_async || (write && i == 0))
+		return false;
+	if ((old & PTE_SWAP) ||
+	    atomic_load_explicit(&h->u->keep_copies, memory_order_relaxed))
+		return true;
+	upg_stat_inc(h->stats, UPG_STAT_copy_skipped);
+	return false;
 }
 
-static void entries_after_load(struct upg *u, struct run *run, bool write,
-			       uint64_t *val)
+static void entries_after_load(struct upg_handler *h, struct run *run,
+			       bool write, uint64_t *val)
 {
 	for (size_t i = 0; i < run->n; i++)
-		val[i] = keeps_copy(u, write, i)
+		val[i] = keeps_copy(h, run->old[i], write, i)
 				 ? (run->old[i] & ~PTE_STATE) | PTE_RESIDENT |
 					   PTE_REF
 				 : pte_make(PTE_RESIDENT, PTE_REF, 0);
@@ -589,7 +602,7 @@ static void resolve_evicted(struct upg_handler *h, struct run *run, bool write,
 	if (err < 0)
 		return restore_failed(h, run);
 	upg_uncharge(u, (long)(n - run->n));
-	entries_after_load(u, run, write, val);
+	entries_after_load(h, run, write, val);
 	ret = install_loaded(h, run, write);
 	k = settle(h, run, ret, val);
 	if (!k)

@@ -634,6 +634,7 @@ static int create(const struct upg_params *p, struct upg **out)
 	if (err)
 		goto err_destroy;
 	atomic_store(&u->budget, (long)(u->p.budget >> UPG_PAGE_SHIFT));
+	atomic_store(&u->keep_copies, true);
 	err = alloc_threads(u);
 	if (!err)
 		err = upg_evict_start(u);

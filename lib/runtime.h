@@ -89,6 +89,9 @@ struct upg {
 	bool ev_paused;			 /* and idle now; under ev_lock */
 	size_t hand_region;		 /* clock hand, evictor-private */
 	uint64_t reaped_ns;		 /* last reaper pass, evictor-private */
+	_Atomic bool keep_copies;	 /* see copy_policy() in evict.c */
+	uint64_t copy_paid, copy_wasted; /* its last counts, evictor-private */
+	uint64_t copy_off_ns;		 /* when copies were last given up */
 	size_t hand_idx;
 	char *staging;	      /* UPG_EVICT_BATCH pages, registered WP-only */
 	char *chunk_area;     /* 3 chunks of address space, for: */

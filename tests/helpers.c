@@ -169,7 +169,7 @@ struct racer {
 	size_t bad;
 };
 
-static uint64_t now_ns(void)
+uint64_t t_now_ns(void)
 {
 	struct timespec ts;
 
@@ -197,7 +197,7 @@ static void *racer_main(void *arg)
 	struct racer *r = arg;
 	uint64_t s = r->id * 0x9E3779B97F4A7C15ULL + 1;
 
-	while (now_ns() < r->deadline)
+	while (t_now_ns() < r->deadline)
 		for (int i = 0; i < 256; i++)
 			race_step(r, &s);
 	return NULL;
@@ -223,7 +223,7 @@ size_t t_store_race(const char *const *opts, unsigned threads, unsigned seconds,
 				       truth,
 				       t,
 				       threads,
-				       now_ns() + seconds * 1000000000ULL,
+				       t_now_ns() + seconds * 1000000000ULL,
 				       0 };
 		pthread_create(&th[t], NULL, racer_main, &r[t]);
 	}

@@ -49,6 +49,9 @@ void t_evict_all(struct upg *u, size_t low, size_t high);
 
 uint64_t t_rand(uint64_t *state);
 
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t t_now_ns(void);
+
 #endif
 
 /*

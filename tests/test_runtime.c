@@ -354,10 +354,59 @@ Test(runtime, copies_of_written_pages_are_reaped)
 	st = t_stats(u);
 	cr_expect_gt(st.reap_copies, 0, "no copy reaped (%llu passes)",
 		     (unsigned long long)st.reap_passes);
+	/* Copies that never pay off are given up. */
+	cr_expect_gt(
+		st.copy_skipped, 40000 / 4,
+		"copies kept: %llu skipped, %llu clean drops, %llu reaped, "
+		"%llu freed by the clock",
+		(unsigned long long)st.copy_skipped,
+		(unsigned long long)st.evict_clean_drop,
+		(unsigned long long)st.reap_copies,
+		(unsigned long long)st.clock_copies);
 	for (size_t i = 0; i < n; i++)
 		cr_assert(t_page_check(m + i * PAGE, T_TEXT, i, ver[i]),
 			  "page %zu", i);
 	free(ver);
+	upg_destroy(u);
+}
+
+/*
+ * Copies given up in a read-modify-write phase come back once pages stay
+ * clean (the evictor tries them again every 2 s): a read-only phase then
+ * drops clean pages instead of compressing them again.
+ */
+Test(runtime, copies_come_back_when_pages_stay_clean, .timeout = 60)
+{
+	struct upg *u = t_runtime(8 * MiB, NULL);
+	size_t n = 32 * MiB / PAGE;
+	char *m = t_region(u, 32 * MiB);
+	uint64_t seed = 7, t0;
+	struct upg_stats a, b;
+
+	if (!strstr(upg_features(u), "wp_async"))
+		cr_skip_test("no UFFD_FEATURE_WP_ASYNC: every page is dirty");
+	t_fill(m, n, T_TEXT);
+	for (int op = 0; op < 40000; op++) { /* read-modify-write */
+		size_t i;
+
+		seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+		i = (size_t)(seed >> 33) % n;
+		cr_assert(t_page_check(m + i * PAGE, T_TEXT, i, 0), "page %zu",
+			  i);
+		t_page_fill(m + i * PAGE, T_TEXT, i, 0);
+	}
+	a = t_stats(u);
+	cr_assert_gt(a.copy_skipped, 0, "copies were never given up");
+	t0 = t_now_ns();
+	do { /* read-only passes until a pass drops most pages clean */
+		a = t_stats(u);
+		cr_assert_eq(t_verify(m, n, T_TEXT), 0);
+		b = t_stats(u);
+	} while (b.evict_clean_drop - a.evict_clean_drop < n / 2 &&
+		 t_now_ns() - t0 < 20 * 1000000000ULL);
+	cr_expect_gt(b.evict_clean_drop - a.evict_clean_drop, n / 2,
+		     "copies not kept again after %.1f s",
+		     (double)(t_now_ns() - t0) / 1e9);
 	upg_destroy(u);
 }
 

@@ -47,6 +47,8 @@
 	X(wp_written,		"pages found written since protection")	\
 	X(reap_passes,		"reaper passes (copies of written pages)") \
 	X(reap_copies,		"pool copies freed early: page written since") \
+	X(clock_copies,		"copies freed by the clock: page written since") \
+	X(copy_skipped,		"pages read back without a kept copy (not paying off)") \
 	X(discard_pages,	"pages discarded")			\
 	X(remove_events,	"UFFD_EVENT_REMOVE messages (program madvise)") \
 	X(budget_overruns,	"pages installed beyond the budget (pool full)") \
@@ -100,9 +102,9 @@ struct upg_hist {
 
 /*
  * Bumped whenever the layout changes (2: evict_helped, swap_write_bytes
- * and pool_parked_bytes added).
+ * and pool_parked_bytes added; 3: clock_copies and copy_skipped).
  */
-#define UPG_STATS_VERSION 2
+#define UPG_STATS_VERSION 3
 
 struct upg_stats {
 	uint32_t size;	  /* set by the caller: sizeof(struct upg_stats) */
