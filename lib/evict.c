@@ -47,7 +47,6 @@
 
 #define EVICTOR_PERIOD_NS 50000000ULL
 #define STALL_RETRY_NS 1000000ULL
-#define WB_SETTLE_NS 2000000ULL /* write-back batches' time to complete */
 
 struct victim {
 	struct upg_region *r;
@@ -970,6 +969,7 @@ static bool evict_pass(struct upg *u)
 		progress = true;
 		batch_done(u);
 	}
+	upg_wb_drain(u); /* nothing in flight while the evictor is idle */
 	if (!above_high(u))
 		atomic_store(&u->overrun, false);
 	return progress;
@@ -1033,50 +1033,16 @@ void upg_evict_resume(struct upg *u)
 	pthread_mutex_unlock(&u->ev_lock);
 }
 
-/*
- * Finish the write-back batches still in flight (with ev_lock held, which
- * is dropped meanwhile: the caller re-checks what it waits for).
- */
-static void wb_drain(struct upg *u)
-{
-	pthread_mutex_unlock(&u->ev_lock);
-	upg_wb_drain(u);
-	pthread_mutex_lock(&u->ev_lock);
-}
-
-/*
- * Idle with write-back batches in flight: sleep WB_SETTLE_NS first, so
- * that their writes complete meanwhile (a kick ends it early: the next
- * pass finishes them), then finish them before sleeping for longer.
- * Finishing them as soon as a pass ended waited for the file for a
- * quarter of write-back's time: a pass is mostly one run. Return: whether
- * the idle round was this.
- */
-static bool wb_settle(struct upg *u, bool *settled)
-{
-	if (!upg_wb_pending(u)) {
-		*settled = false;
-		return false;
-	}
-	if (*settled)
-		wb_drain(u); /* (ev_lock was dropped: look again first) */
-	else
-		evictor_sleep(u, WB_SETTLE_NS);
-	*settled = !*settled;
-	return true;
-}
-
 static void *evictor_main(void *arg)
 {
 	struct upg *u = arg;
-	bool stalled = false, settled = false;
+	bool stalled = false;
 
 	upg_internal_enter(); /* for good: this thread is the runtime's */
 	evictor_setup(u);
 	pthread_mutex_lock(&u->ev_lock);
 	while (!atomic_load(&u->stopping)) {
 		if (atomic_load(&u->ev_pause)) {
-			wb_drain(u); /* a fork child has a ring of its own */
 			pause_here(u);
 			continue;
 		}
@@ -1087,20 +1053,15 @@ static void *evictor_main(void *arg)
 			stalled = !evict_pass(u) && above_high(u) &&
 				  !atomic_load(&u->overrun);
 			pthread_mutex_lock(&u->ev_lock);
-			settled = false;
-		} else if (!wb_settle(u, &settled)) {
+		} else {
 			/* Every victim locked or in use: retry shortly. */
 			evictor_sleep(u, stalled ? STALL_RETRY_NS : 0);
 			stalled = false;
-		} else {
-			stalled =
-				false; /* (the settling was the retry's wait) */
 		}
 		atomic_fetch_add(&u->ev_rounds, 1);
 		pthread_cond_broadcast(&u->ev_done);
 	}
 	pthread_mutex_unlock(&u->ev_lock);
-	upg_wb_drain(u);
 	return NULL;
 }
 

@@ -260,15 +260,13 @@ void upg_evict_set_watermarks(struct upg *u);
  * a swap tier (a no-op otherwise); upg_wb_run(), evictor only, writes back
  * if the pool is past 3/4 of its limit, and may leave batches in flight
  * until the next run; upg_wb_drain(), evictor only, finishes them (before
- * the evictor sleeps for long, pauses or stops), upg_wb_pending() says
- * whether there are any; upg_wb_restart() rebuilds the
+ * the evictor sleeps, pauses or stops); upg_wb_restart() rebuilds the
  * ring in a fork child. Neither may be called with regions_lock held.
  */
 int upg_wb_init(struct upg *u);
 int upg_wb_restart(struct upg *u);
 void upg_wb_run(struct upg *u);
 void upg_wb_drain(struct upg *u);
-bool upg_wb_pending(struct upg *u);
 void upg_wb_stop(struct upg *u);
 
 #endif

@@ -37,14 +37,13 @@
  * submission and a sleep, which on a busy machine is a wait for a CPU.
  *
  * Batches stay in flight between runs: a run ends with up to UPG_WB_DEPTH
- * writes under way, and the next run finishes them first, or
- * upg_wb_drain() does once the evictor has idled a while (evict.c), so
- * their writes overlap the eviction batches in between, or the idling. A
- * run is only ~10 batches (the pool from its 3/4 mark to half), and
- * waiting for the last UPG_WB_DEPTH at the end of every run was ~27% of
- * write-back's time. That wait, when there is one, is still counted as
- * write-back time (lat_swap_write). A run finishes every batch before it
- * selects, so no entry joins two batches in flight.
+ * writes under way, and the next run (or upg_wb_drain(), when the
+ * evictor's pass ends) finishes them first, so their writes overlap the
+ * eviction batch in between. A run is only ~10 batches (the pool from its
+ * 3/4 mark to half), and waiting for the last UPG_WB_DEPTH at the end of
+ * every run was ~27% of write-back's time. That wait, when there is one,
+ * is still counted as write-back time (lat_swap_write). A run finishes
+ * every batch before it selects, so no entry joins two batches in flight.
  *
  * Locking: the evictor holds regions_lock (read) for a whole run or drain
  * (entries point into regions), and the page locks of a batch's entries
@@ -345,11 +344,6 @@ static bool wb_pending(const struct upg_wb *wb)
 		if (wb->b[k].n)
 			return true;
 	return false;
-}
-
-bool upg_wb_pending(struct upg *u)
-{
-	return u->wb && wb_pending(u->wb);
 }
 
 /*

@@ -941,41 +941,6 @@ Test(swap, file_reuses_freed_slots)
 	upg_destroy(u);
 }
 
-/*
- * Regions released while write-back batches are in flight (they stay in
- * flight between runs, and while the evictor idles a moment): the batches
- * free their slots and touch nothing of the region, and no page of the
- * region kept meanwhile is lost. (Publishing them into the released
- * region crashed; not freeing their slots leaked them.)
- */
-Test(swap, release_with_writeback_in_flight)
-{
-	enum { ROUNDS = 24 };
-	struct upg *u = swap_runtime(NULL);
-	size_t n = 8 * MiB / PAGE;
-	char *keep = t_region(u, SIZE), *m[ROUNDS];
-	struct upg_stats s;
-
-	/* All reserved first, so that a released one's memory stays unmapped
-	 * (not reused by the next one) and touching it faults. */
-	for (int i = 0; i < ROUNDS; i++)
-		m[i] = t_region(u, 8 * MiB);
-	t_fill(keep, NPAGES, T_TEXT);
-	for (int i = 0; i < ROUNDS; i++) {
-		t_fill(m[i], n, T_TEXT);
-		cr_assert_eq(upg_release(u, m[i]), 0);
-	}
-	cr_expect_eq(t_verify(keep, NPAGES, T_TEXT), 0);
-	cr_assert_eq(upg_release(u, keep), 0);
-	upg_evict_pause(u); /* the batches in flight are finished */
-	s = t_stats(u);
-	upg_evict_resume(u);
-	cr_expect_gt(s.swap_writeback, NPAGES / 4);
-	cr_expect_eq(s.swap_slots_used, 0, "%llu slots leaked",
-		     (unsigned long long)s.swap_slots_used);
-	upg_destroy(u);
-}
-
 /* Parent and child share the file: neither may overwrite the other. */
 Test(swap, fork_shares_the_file_safely)
 {
