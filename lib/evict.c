@@ -969,7 +969,6 @@ static bool evict_pass(struct upg *u)
 		progress = true;
 		batch_done(u);
 	}
-	upg_wb_drain(u); /* nothing in flight while the evictor is idle */
 	if (!above_high(u))
 		atomic_store(&u->overrun, false);
 	return progress;

@@ -111,7 +111,6 @@ static void table_remove(struct upg *u, struct upg_region *r)
 	memmove(&u->regions[i], &u->regions[i + 1],
 		(u->nregions - i - 1) * sizeof(*u->regions));
 	u->nregions--;
-	u->regions_gone++; /* entries in write-back batches may point in */
 }
 
 /* ------------------------------------------------------------------ */

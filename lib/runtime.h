@@ -66,7 +66,6 @@ struct upg {
 	struct upg_region **regions; /* sorted by address */
 	size_t nregions;
 	size_t regions_cap;
-	uint64_t regions_gone; /* regions released so far (writeback.c) */
 
 	_Atomic long resident;
 	_Atomic long resident_peak;
@@ -258,15 +257,12 @@ void upg_evict_set_watermarks(struct upg *u);
  * Write-back (writeback.c): the pool's coldest entries to the swap file.
  * upg_wb_init() sets up the evictor's ring and the staging when there is
  * a swap tier (a no-op otherwise); upg_wb_run(), evictor only, writes back
- * if the pool is past 3/4 of its limit, and may leave batches in flight
- * until the next run; upg_wb_drain(), evictor only, finishes them (before
- * the evictor sleeps, pauses or stops); upg_wb_restart() rebuilds the
- * ring in a fork child. Neither may be called with regions_lock held.
+ * if the pool is past 3/4 of its limit; upg_wb_restart() rebuilds the
+ * ring in a fork child.
  */
 int upg_wb_init(struct upg *u);
 int upg_wb_restart(struct upg *u);
 void upg_wb_run(struct upg *u);
-void upg_wb_drain(struct upg *u);
 void upg_wb_stop(struct upg *u);
 
 #endif

@@ -36,23 +36,9 @@
  * file's best shapes (512 KiB-4 MiB), and each batch costs the evictor a
  * submission and a sleep, which on a busy machine is a wait for a CPU.
  *
- * Batches stay in flight between runs: a run ends with up to UPG_WB_DEPTH
- * writes under way, and the next run (or upg_wb_drain(), when the
- * evictor's pass ends) finishes them first, so their writes overlap the
- * eviction batch in between. A run is only ~10 batches (the pool from its
- * 3/4 mark to half), and waiting for the last UPG_WB_DEPTH at the end of
- * every run was ~27% of write-back's time. That wait, when there is one,
- * is still counted as write-back time (lat_swap_write). A run finishes
- * every batch before it selects, so no entry joins two batches in flight.
- *
- * Locking: the evictor holds regions_lock (read) for a whole run or drain
- * (entries point into regions), and the page locks of a batch's entries
- * from their selection until their objects are copied. Between runs a
- * region may be released: upg_release() bumps u->regions_gone under
- * regions_lock (write), and a batch that started before then publishes
- * nothing, dereferences no entry, and only frees its slots (its entries
- * stay in the pool, or went with their region). Releases are rare, so
- * the batches in flight across one are simply written again later.
+ * Locking: the evictor holds regions_lock (read) for a whole run (entries
+ * point into regions), and the page locks of a batch's entries from their
+ * selection until their objects are copied.
  */
 #include <errno.h>
 #include <string.h>
@@ -82,7 +68,6 @@ struct wb_batch {
 	size_t offs[UPG_WB_BATCH];
 	size_t n;
 	uint64_t bytes; /* of the objects */
-	uint64_t gone;	/* u->regions_gone at selection */
 	struct upg_swap_wr w;
 };
 
@@ -90,14 +75,12 @@ struct wb_batch {
  * Write-back state, evictor-private. @budget: entries the hand may still
  * pass in this run (one pass over the regions, so that no entry joins two
  * batches in flight); @inflight: object bytes in batches in flight, still
- * in the pool until they are published; @next: the batch to start next
- * (the oldest in flight, if any).
+ * in the pool until they are published.
  */
 struct upg_wb {
 	struct wb_batch b[UPG_WB_DEPTH];
 	size_t budget;
 	uint64_t inflight;
-	unsigned next;
 	bool nomem; /* the staging could not be mapped (reported) */
 };
 
@@ -257,7 +240,6 @@ static size_t wb_start(struct upg *u, struct wb_batch *b, unsigned k)
 
 	b->n = wb_select(u, b);
 	b->bytes = 0;
-	b->gone = u->regions_gone;
 	if (b->n)
 		placed = upg_swap_pack(u->swap, upg_evictor_stats(u), b->len,
 				       (unsigned)b->n, buf, b->locs, b->offs,
@@ -274,27 +256,18 @@ static size_t wb_start(struct upg *u, struct wb_batch *b, unsigned k)
 	return placed;
 }
 
-/*
- * Wait for a batch's write and switch its entries to their objects; if a
- * region was released since the batch started, only free its slots.
- * Caller holds regions_lock (read).
- */
+/* Wait for a batch's write and switch its entries to their objects. */
 static void wb_finish(struct upg *u, struct wb_batch *b)
 {
 	struct upg_stat_shard *st = upg_evictor_stats(u);
-	bool live = b->gone == u->regions_gone;
 	size_t done = 0;
 
 	if (!b->n)
 		return;
 	if (b->w.got)
 		upg_swap_write_finish(u->swap, u->ev_io, st, &b->w);
-	for (size_t i = 0; i < b->n; i++) {
-		if (b->locs[i] && live)
-			done += wb_publish(u, &b->e[i], b->locs[i]);
-		else
-			upg_swap_free(u->swap, b->locs[i]); /* (0: none) */
-	}
+	for (size_t i = 0; i < b->n; i++)
+		done += b->locs[i] && wb_publish(u, &b->e[i], b->locs[i]);
 	upg_stat_add(st, UPG_STAT_swap_writeback, done);
 	u->wb->inflight -= b->bytes;
 	b->n = 0;
@@ -331,72 +304,27 @@ static bool staging_ready(struct upg *u)
 	return true;
 }
 
-/* Finish every batch in flight, oldest first. Caller holds regions_lock. */
-static void wb_finish_all(struct upg *u)
-{
-	for (unsigned k = 0; k < UPG_WB_DEPTH; k++)
-		wb_finish(u, &u->wb->b[(u->wb->next + k) % UPG_WB_DEPTH]);
-}
-
-static bool wb_pending(const struct upg_wb *wb)
-{
-	for (unsigned k = 0; k < UPG_WB_DEPTH; k++)
-		if (wb->b[k].n)
-			return true;
-	return false;
-}
-
-/*
- * Batches in rounds: round i finishes the batch started UPG_WB_DEPTH rounds
- * before in the same place and starts the next; the last UPG_WB_DEPTH stay
- * in flight. Caller holds regions_lock (read), and nothing is in flight.
- */
-static void wb_rounds(struct upg *u)
-{
-	struct upg_wb *wb = u->wb;
-	unsigned i, k;
-
-	wb->budget = 0;
-	for (i = 0; i < u->nregions; i++)
-		wb->budget += u->regions[i]->npages;
-	for (i = 0; i < WB_ROUNDS && u->nregions && wb_go_on(u); i++) {
-		k = (wb->next + i) % UPG_WB_DEPTH;
-		wb_finish(u, &wb->b[k]);
-		if (!wb_start(u, &wb->b[k], k)) {
-			wb_finish(u, &wb->b[k]); /* (nothing was written) */
-			break;
-		}
-	}
-	wb->next = (wb->next + i) % UPG_WB_DEPTH;
-}
-
+/* Round i publishes batch i - UPG_WB_DEPTH and starts batch i in its part. */
 void upg_wb_run(struct upg *u)
 {
+	struct wb_batch *b = u->wb ? u->wb->b : NULL;
 	uint64_t t0;
+	unsigned i, k;
 
-	if (!u->wb || !u->ev_io)
-		return;
-	if (!wb_pending(u->wb) && (!pool_above(u, true) || !staging_ready(u)))
-		return;
+	if (!b || !u->ev_io || !pool_above(u, true) || !staging_ready(u))
+		return; /* (nothing is in flight between runs) */
 	t0 = upg_now_ns();
 	pthread_rwlock_rdlock(&u->regions_lock);
-	wb_finish_all(u);
-	if (pool_above(u, true))
-		wb_rounds(u);
-	pthread_rwlock_unlock(&u->regions_lock);
-	upg_stat_time(upg_evictor_stats(u), UPG_HIST_swap_write,
-		      upg_now_ns() - t0);
-}
-
-void upg_wb_drain(struct upg *u)
-{
-	uint64_t t0;
-
-	if (!u->wb || !wb_pending(u->wb))
-		return;
-	t0 = upg_now_ns();
-	pthread_rwlock_rdlock(&u->regions_lock);
-	wb_finish_all(u);
+	u->wb->budget = 0;
+	for (i = 0; i < u->nregions; i++)
+		u->wb->budget += u->regions[i]->npages;
+	for (i = 0; i < WB_ROUNDS && u->nregions && wb_go_on(u); i++) {
+		wb_finish(u, &b[i % UPG_WB_DEPTH]);
+		if (!wb_start(u, &b[i % UPG_WB_DEPTH], i % UPG_WB_DEPTH))
+			break;
+	}
+	for (k = 0; k < UPG_WB_DEPTH; k++) /* oldest first */
+		wb_finish(u, &b[(i + k) % UPG_WB_DEPTH]);
 	pthread_rwlock_unlock(&u->regions_lock);
 	upg_stat_time(upg_evictor_stats(u), UPG_HIST_swap_write,
 		      upg_now_ns() - t0);
