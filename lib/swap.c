@@ -741,28 +741,62 @@ unsigned upg_swap_pack(struct upg_swap *sw, struct upg_stat_shard *st,
 	return i;
 }
 
+/* Checksum the slots of request @k from byte @from up to byte @to. */
+static void sum_slots(struct upg_swap *sw, struct upg_swap_wr *w, unsigned k,
+		      size_t from, size_t to)
+{
+	struct upg_io_op *op = &w->ops[k];
+	uint64_t first = op->off >> UPG_PAGE_SHIFT;
+
+	for (size_t at = from; at + UPG_PAGE_SIZE <= to; at += UPG_PAGE_SIZE)
+		upg_swap_sum((char *)op->buf + at, UPG_PAGE_SIZE,
+			     &sw->slot[first + (at >> UPG_PAGE_SHIFT)].data);
+}
+
 /*
- * Record each staged slot's checksum, and the page checksum of each whole
- * page (an object's is learnt when it is first decoded).
+ * Slots are checksummed as soon as their last byte is staged (the caller
+ * copies objects in order; the gaps and tails were zeroed when packing):
+ * hashing them in a pass over the staging after all the copies read
+ * ~700 KiB back from L2 and took 17% of write-back's CPU time.
+ */
+void upg_swap_staged(struct upg_swap *sw, struct upg_swap_wr *w, unsigned i)
+{
+	size_t base, to;
+
+	if (i >= w->got)
+		return;
+	for (; w->hop + 1 < w->nops && w->first[w->hop + 1] <= i; w->hop++) {
+		sum_slots(sw, w, w->hop, w->hashed, w->ops[w->hop].len);
+		w->hashed = 0;
+	}
+	base = (size_t)((char *)w->ops[w->hop].buf - w->buf);
+	to = w->offs[i] + upg_swap_loc_len(w->locs[i]) - base;
+	if (i + 1 == (w->hop + 1 < w->nops ? w->first[w->hop + 1] : w->got))
+		to = w->ops[w->hop].len; /* its tail is zeros */
+	to &= ~(size_t)(UPG_PAGE_SIZE - 1);
+	sum_slots(sw, w, w->hop, w->hashed, to);
+	w->hashed = MAX(w->hashed, to);
+}
+
+/*
+ * Record the checksums of the staged slots not recorded yet, and the page
+ * checksum of each whole page (an object's is learnt when it is first
+ * decoded): a page alone in its slot has the slot's.
  */
 static void record(struct upg_swap *sw, struct upg_swap_wr *w)
 {
-	for (unsigned k = 0; k < w->nops; k++) {
-		struct upg_io_op *op = &w->ops[k];
-		uint64_t first = op->off >> UPG_PAGE_SHIFT;
-
-		for (size_t j = 0; j < op->len >> UPG_PAGE_SHIFT; j++)
-			upg_swap_sum((char *)op->buf + (j << UPG_PAGE_SHIFT),
-				     UPG_PAGE_SIZE, &sw->slot[first + j].data);
-	}
+	for (unsigned k = w->hop; k < w->nops; k++)
+		sum_slots(sw, w, k, k == w->hop ? w->hashed : 0, w->ops[k].len);
+	w->hop = w->nops;
 	for (unsigned i = 0; i < w->got; i++) {
 		uint64_t loc = w->locs[i];
 		struct slot *si = &sw->slot[upg_swap_loc_slot(loc)];
-		struct upg_swap_sum h;
+		struct upg_swap_sum h = si->data;
 
 		if (upg_swap_loc_len(loc) != UPG_PAGE_SIZE)
 			continue;
-		upg_swap_sum(w->buf + w->offs[i], UPG_PAGE_SIZE, &h);
+		if (upg_swap_loc_off(loc))
+			upg_swap_sum(w->buf + w->offs[i], UPG_PAGE_SIZE, &h);
 		si->page[loc_index(loc)] = h.a ^ h.b;
 		atomic_fetch_or_explicit(&si->page_known, 1U << loc_index(loc),
 					 memory_order_release);

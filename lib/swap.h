@@ -102,6 +102,8 @@ struct upg_swap_wr {
 	struct upg_io_op ops[UPG_SWAP_WRITE_MAX];
 	unsigned first[UPG_SWAP_WRITE_MAX]; /* each request's first object */
 	unsigned n, got, nops;
+	unsigned hop;  /* checksummed: requests before @hop, and */
+	size_t hashed; /* the first @hashed bytes of request @hop */
 	char *buf;
 	uint64_t *locs;
 	size_t *offs;
@@ -120,6 +122,13 @@ struct upg_swap_wr {
 unsigned upg_swap_pack(struct upg_swap *sw, struct upg_stat_shard *st,
 		       const uint32_t *lens, unsigned n, char *buf,
 		       uint64_t *locs, size_t *offs, struct upg_swap_wr *w);
+
+/*
+ * upg_swap_staged() - object @i is copied in, and every object before it:
+ * checksum the slots they complete now, while they are in the cache
+ * (optional; in the order of the objects, for objects [0, placed)).
+ */
+void upg_swap_staged(struct upg_swap *sw, struct upg_swap_wr *w, unsigned i);
 
 /*
  * upg_swap_submit() - checksum the packed slots and start writing them.

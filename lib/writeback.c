@@ -246,6 +246,8 @@ static size_t wb_start(struct upg *u, struct wb_batch *b, unsigned k)
 				       &b->w);
 	for (size_t i = 0; i < b->n; i++) {
 		wb_copy(u, b, i, buf);
+		if (i < placed)
+			upg_swap_staged(u->swap, &b->w, (unsigned)i);
 		b->bytes += b->locs[i] ? b->len[i] : 0;
 	}
 	u->wb->inflight += b->bytes;
