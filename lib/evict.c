@@ -1015,10 +1015,12 @@ static bool evict_pass(struct upg *u)
 {
 	bool progress = false;
 
+	upg_free_dropped(u);
 	reap(u);
 	upg_wb_run(u);
 	while (above_high(u) && !atomic_load(&u->stopping) &&
 	       !atomic_load(&u->ev_pause)) {
+		upg_free_dropped(u);
 		reap(u);
 		upg_wb_run(u);
 		if (!evict_batch(u))
@@ -1028,6 +1030,7 @@ static bool evict_pass(struct upg *u)
 	}
 	if (!above_high(u))
 		atomic_store(&u->overrun, false);
+	upg_free_dropped(u);
 	return progress;
 }
 

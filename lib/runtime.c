@@ -267,6 +267,7 @@ int upg_release(struct upg *u, void *addr)
 	upg_uffd_unregister(u->uffd, r->start, r->len);
 	forget_pages(u, r, 0, r->npages, false);
 	upg_region_destroy(r);
+	upg_free_dropped(u); /* copies the handlers dropped, anywhere */
 	return 0;
 }
 

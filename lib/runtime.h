@@ -31,8 +31,9 @@
 #define UPG_EVICT_BATCH 128
 #define UPG_CLUSTER_MAX 256
 #define UPG_SELF_ZAP_RING 64
-#define UPG_WB_BATCH 256 /* pages per write-back batch: ~680 KiB packed */
-#define UPG_WB_DEPTH 4	 /* write-back batches in flight, at most */
+#define UPG_WB_BATCH 256   /* pages per write-back batch: ~680 KiB packed */
+#define UPG_DROP_RING 1024 /* handles a handler may leave to the evictor */
+#define UPG_WB_DEPTH 4	   /* write-back batches in flight, at most */
 
 struct upg_wb;
 struct upg_store_item;
@@ -52,6 +53,13 @@ struct upg_handler {
 	char *buf;	   /* max(cluster, readahead) pages: restore target */
 	char *rbuf;	   /* twice buf, made on first use: swap reads */
 	char *zero;	   /* cluster pages of zeros, never written */
+	/*
+	 * Pool objects this handler dropped, for the evictor to free
+	 * (upg_free_dropped()): single producer, single consumer.
+	 */
+	uint64_t *dropped;	    /* UPG_DROP_RING handles */
+	_Atomic unsigned drop_head; /* next to write: the handler's */
+	_Atomic unsigned drop_tail; /* next to free: the evictor's */
 };
 
 struct upg {
@@ -90,6 +98,7 @@ struct upg {
 	size_t hand_region;		 /* clock hand, evictor-private */
 	uint64_t reaped_ns;		 /* last reaper pass, evictor-private */
 	_Atomic bool keep_copies;	 /* see copy_policy() in evict.c */
+	_Atomic bool freeing_dropped;	 /* upg_free_dropped() under way */
 	uint64_t copy_paid, copy_wasted; /* its last counts, evictor-private */
 	uint64_t copy_off_ns;		 /* when copies were last given up */
 	size_t hand_idx;
@@ -200,6 +209,13 @@ void upg_self_zap(struct upg *u, void *start, size_t len);
 
 /* upg_page_drop_copy() - free the stored copy an entry refers to, if any */
 void upg_page_drop_copy(struct upg *u, uint64_t val);
+
+/*
+ * upg_free_dropped() - free the pool objects handlers dropped since the
+ * last call: the evictor between batches, upg_release() so that nothing
+ * stored stays behind. Any thread (callers are serialized).
+ */
+void upg_free_dropped(struct upg *u);
 
 /*
  * upg_internal_thread() - whether the caller is the runtime's own code

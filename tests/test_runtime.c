@@ -75,6 +75,35 @@ Test(runtime, one_tib_reservation_is_cheap)
 	upg_destroy(u);
 }
 
+/*
+ * Copies dropped by the handlers (given up: they did not pay off) are
+ * freed by the evictor later; a release must not leave them behind. The
+ * budget is raised first so that no evictor pass frees them meanwhile.
+ */
+Test(runtime, release_frees_dropped_copies)
+{
+	struct upg *u = t_runtime(8 * MiB, NULL);
+	size_t n = 32 * MiB / PAGE;
+	char *m = t_region(u, 32 * MiB);
+	uint64_t seed = 3;
+
+	if (!strstr(upg_features(u), "wp_async"))
+		cr_skip_test("no UFFD_FEATURE_WP_ASYNC: no copies are kept");
+	t_fill(m, n, T_TEXT);
+	for (int op = 0; op < 40000; op++) { /* read-modify-write */
+		size_t i = (size_t)(t_rand(&seed) % n);
+
+		cr_assert(t_page_check(m + i * PAGE, T_TEXT, i, 0));
+		t_page_fill(m + i * PAGE, T_TEXT, i, 0);
+	}
+	cr_assert_gt(t_stats(u).copy_skipped, 0, "copies were never given up");
+	cr_assert_eq(upg_set_budget(u, 64 * MiB), 0);
+	cr_assert_eq(t_verify(m, n, T_TEXT), 0); /* reads back, drops copies */
+	cr_expect_eq(upg_release(u, m), 0);
+	cr_expect_eq(t_stats(u).pool_objects, 0);
+	upg_destroy(u);
+}
+
 Test(runtime, release_frees_everything_stored)
 {
 	struct upg *u = t_runtime(8 * MiB, NULL);
