@@ -443,6 +443,8 @@ void upg_free_dropped(struct upg *u)
 		unsigned tail = atomic_load_explicit(&h->drop_tail,
 						     memory_order_relaxed);
 
+		if (!h->dropped)
+			continue; /* not set up, or stopped */
 		for (; tail != head; tail++)
 			upg_pool_free(u->pool,
 				      h->dropped[tail % UPG_DROP_RING]);
@@ -1425,6 +1427,11 @@ void upg_fault_stop(struct upg *u)
 			upg_unmap(h->rbuf, 2 * buf_bytes(u));
 		upg_io_destroy(h->io);
 		upg_unmap(h->zero, (size_t)u->p.cluster << UPG_PAGE_SHIFT);
-		upg_unmap(h->dropped, UPG_DROP_RING * sizeof(*h->dropped));
+	}
+	upg_free_dropped(u); /* (the evictor has stopped) */
+	for (unsigned i = 0; i < u->nhandlers; i++) {
+		upg_unmap(u->handlers[i].dropped,
+			  UPG_DROP_RING * sizeof(*u->handlers[i].dropped));
+		u->handlers[i].dropped = NULL;
 	}
 }
