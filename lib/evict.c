@@ -194,12 +194,7 @@ static void scan_written(struct upg *u, struct upg_region *r, size_t idx,
 
 static uint64_t count(struct upg *u, enum upg_stat_id id)
 {
-	uint64_t n = 0;
-
-	for (unsigned i = 0; i < u->nshards; i++)
-		n += atomic_load_explicit(&u->shards[i].c[id],
-					  memory_order_relaxed);
-	return n;
+	return upg_stat_count(u->shards, u->nshards, id);
 }
 
 static void copy_policy(struct upg *u, uint64_t now)

@@ -438,13 +438,14 @@ void upg_free_dropped(struct upg *u)
 		sched_yield(); /* upg_release() */
 	for (unsigned i = 0; i < u->nhandlers; i++) {
 		struct upg_handler *h = &u->handlers[i];
-		unsigned head = atomic_load_explicit(&h->drop_head,
-						     memory_order_acquire);
-		unsigned tail = atomic_load_explicit(&h->drop_tail,
-						     memory_order_relaxed);
+		unsigned head, tail;
 
 		if (!h->dropped)
 			continue; /* not set up, or stopped */
+		head = atomic_load_explicit(&h->drop_head,
+					    memory_order_acquire);
+		tail = atomic_load_explicit(&h->drop_tail,
+					    memory_order_relaxed);
 		for (; tail != head; tail++)
 			upg_pool_free(u->pool,
 				      h->dropped[tail % UPG_DROP_RING]);

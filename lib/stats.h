@@ -51,6 +51,18 @@ static inline void upg_stat_inc(struct upg_stat_shard *s, enum upg_stat_id id)
 	upg_stat_add(s, id, 1);
 }
 
+/* upg_stat_count() - counter @id summed over @n shards */
+static inline uint64_t upg_stat_count(const struct upg_stat_shard *shards,
+				      unsigned n, enum upg_stat_id id)
+{
+	uint64_t sum = 0;
+
+	for (unsigned i = 0; i < n; i++)
+		sum += atomic_load_explicit(&shards[i].c[id],
+					    memory_order_relaxed);
+	return sum;
+}
+
 /* upg_stat_hist_bucket() - histogram bucket of a latency: floor(log2(ns)) */
 static inline unsigned upg_stat_hist_bucket(uint64_t ns)
 {

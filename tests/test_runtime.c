@@ -76,6 +76,24 @@ Test(runtime, one_tib_reservation_is_cheap)
 }
 
 /*
+ * @ops read-modify-writes of random pages of @m (@n text pages): each is
+ * read first (a read fault keeps the page's copy, while copies are kept),
+ * then written again: as version ver[i] + 1, or as version 0 again if
+ * @ver is NULL.
+ */
+static void rmw_random(char *m, size_t n, int ops, uint64_t seed, uint8_t *ver)
+{
+	for (int op = 0; op < ops; op++) {
+		size_t i = (size_t)(t_rand(&seed) % n);
+		uint8_t v = ver ? ver[i] : 0;
+
+		cr_assert(t_page_check(m + i * PAGE, T_TEXT, i, v), "page %zu",
+			  i);
+		t_page_fill(m + i * PAGE, T_TEXT, i, ver ? ++ver[i] : 0);
+	}
+}
+
+/*
  * Copies dropped by the handlers (given up: they did not pay off) are
  * freed by the evictor later; a release must not leave them behind. The
  * budget is raised first so that no evictor pass frees them meanwhile.
@@ -85,17 +103,10 @@ Test(runtime, release_frees_dropped_copies)
 	struct upg *u = t_runtime(8 * MiB, NULL);
 	size_t n = 32 * MiB / PAGE;
 	char *m = t_region(u, 32 * MiB);
-	uint64_t seed = 3;
-
 	if (!strstr(upg_features(u), "wp_async"))
 		cr_skip_test("no UFFD_FEATURE_WP_ASYNC: no copies are kept");
 	t_fill(m, n, T_TEXT);
-	for (int op = 0; op < 40000; op++) { /* read-modify-write */
-		size_t i = (size_t)(t_rand(&seed) % n);
-
-		cr_assert(t_page_check(m + i * PAGE, T_TEXT, i, 0));
-		t_page_fill(m + i * PAGE, T_TEXT, i, 0);
-	}
+	rmw_random(m, n, 40000, 3, NULL);
 	cr_assert_gt(t_stats(u).copy_skipped, 0, "copies were never given up");
 	cr_assert_eq(upg_set_budget(u, 64 * MiB), 0);
 	cr_assert_eq(t_verify(m, n, T_TEXT), 0); /* reads back, drops copies */
@@ -363,23 +374,13 @@ Test(runtime, copies_of_written_pages_are_reaped)
 	size_t n = 32 * MiB / PAGE;
 	char *m = t_region(u, 32 * MiB);
 	uint8_t *ver = calloc(n, 1);
-	uint64_t seed = 42;
 	struct upg_stats st;
 
 	if (!strstr(upg_features(u), "wp_async"))
 		cr_skip_test("no UFFD_FEATURE_WP_ASYNC: every page is dirty");
 	cr_assert(ver);
 	t_fill(m, n, T_TEXT);
-	for (int op = 0; op < 40000; op++) {
-		size_t i;
-
-		seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
-		i = (size_t)(seed >> 33) % n;
-		/* read first (a read fault keeps the copy), then rewrite */
-		cr_assert(t_page_check(m + i * PAGE, T_TEXT, i, ver[i]),
-			  "page %zu", i);
-		t_page_fill(m + i * PAGE, T_TEXT, i, ++ver[i]);
-	}
+	rmw_random(m, n, 40000, 42, ver);
 	st = t_stats(u);
 	cr_expect_gt(st.reap_copies, 0, "no copy reaped (%llu passes)",
 		     (unsigned long long)st.reap_passes);
@@ -409,21 +410,13 @@ Test(runtime, copies_come_back_when_pages_stay_clean, .timeout = 60)
 	struct upg *u = t_runtime(8 * MiB, NULL);
 	size_t n = 32 * MiB / PAGE;
 	char *m = t_region(u, 32 * MiB);
-	uint64_t seed = 7, t0;
+	uint64_t t0;
 	struct upg_stats a, b;
 
 	if (!strstr(upg_features(u), "wp_async"))
 		cr_skip_test("no UFFD_FEATURE_WP_ASYNC: every page is dirty");
 	t_fill(m, n, T_TEXT);
-	for (int op = 0; op < 40000; op++) { /* read-modify-write */
-		size_t i;
-
-		seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
-		i = (size_t)(seed >> 33) % n;
-		cr_assert(t_page_check(m + i * PAGE, T_TEXT, i, 0), "page %zu",
-			  i);
-		t_page_fill(m + i * PAGE, T_TEXT, i, 0);
-	}
+	rmw_random(m, n, 40000, 7, NULL);
 	a = t_stats(u);
 	cr_assert_gt(a.copy_skipped, 0, "copies were never given up");
 	t0 = t_now_ns();
