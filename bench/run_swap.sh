@@ -56,6 +56,10 @@ for r in (json.loads(l) for l in open(sys.argv[1]) if l.strip()):
               + (f"vs the file's best from 4 KiB pages "
                  f"{r['file_4k_pages_mbs']:.0f} MB/s: {r['ratio_4k_pages']:.2f}; "
                  if "file_4k_pages_mbs" in r else "")
+              + (f"vs a writer that copies its bytes first "
+                 f"{r['file_copying_mbs']:.0f} MB/s: {r['ratio_copying']:.2f} "
+                 f"(bytes {r['ratio_copying_physical']:.2f}); "
+                 if "file_copying_mbs" in r else "")
               + f"vs 512 KiB x 1: {r['file_512k_qd1_mbs']:.0f} MB/s, "
               f"{r['ratio_512k_qd1']:.2f}; fill {r['fill_mbs']:.0f} MB/s")
 PY
