@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #include "runtime.h"
+#include "testing.h"
 
 #define EVICTOR_PERIOD_NS 50000000ULL
 #define STALL_RETRY_NS 1000000ULL
@@ -782,6 +783,12 @@ static size_t evict_copy(struct upg *u, struct victim *v, size_t n)
  * the chunk, all its entries locked, goes to a staging chunk; the pages
  * that stay resident are copied back (installing needs no flush), the
  * victims are stored from staging. The chunk stays registered.
+ *
+ * Only the victims stay locked while they are stored: the entries without
+ * a page are unlocked once the page table has moved, and each page copied
+ * back once it is in place. A Zipfian run faulted on the evicted pages of
+ * a chunk under way ~200 times a second and each fault waited for the
+ * whole move (2 ms at the median); unlocking early made it 1.2x faster.
  */
 
 #ifndef MREMAP_DONTUNMAP
@@ -811,15 +818,35 @@ struct chunk_op {
 	size_t n;			     /* its pages in the region */
 	struct victim *vic[UPG_CHUNK_PAGES]; /* victims by page, or NULL */
 	uint64_t old[UPG_CHUNK_PAGES];	     /* other entries we locked */
+	bool unlocked[UPG_CHUNK_PAGES];	     /* ... and already unlocked */
 };
+
+/* Unlock entry @p, not a victim, unchanged (waking a thread waiting). */
+static void unlock_other(struct upg *u, struct chunk_op *op, size_t p)
+{
+	upg_page_publish(u, op->r, op->first + p, pte_state(op->old[p]),
+			 op->old[p]);
+	op->unlocked[p] = true;
+}
 
 /* Unlock the entries [0, upto) we locked besides the victims. */
 static void unlock_others(struct upg *u, struct chunk_op *op, size_t upto)
 {
 	for (size_t p = 0; p < upto; p++)
-		if (!op->vic[p])
-			upg_page_publish(u, op->r, op->first + p,
-					 pte_state(op->old[p]), op->old[p]);
+		if (!op->vic[p] && !op->unlocked[p])
+			unlock_other(u, op, p);
+}
+
+/*
+ * Once the chunk's page table is moved, entries without a page (evicted,
+ * never touched) have nothing left to race with: unlock them at once, so
+ * that a fault on one does not wait for the victims' compression.
+ */
+static void unlock_pageless(struct upg *u, struct chunk_op *op)
+{
+	for (size_t p = 0; p < op->n; p++)
+		if (!op->vic[p] && pte_state(op->old[p]) != PTE_RESIDENT)
+			unlock_other(u, op, p);
 }
 
 /* Lock every non-victim entry of the chunk; false if one is busy. */
@@ -835,7 +862,11 @@ static bool lock_others(struct upg *u, struct chunk_op *op)
 	return true;
 }
 
-/* Copy resident non-victims back from staging; failures become victims. */
+/*
+ * Copy resident non-victims back from staging and unlock each at once (a
+ * thread faulting on a hot page waits for its copy, not for the victims'
+ * compression); failures become victims.
+ */
 static void copy_back(struct upg *u, struct chunk_op *op, struct victim *spare)
 {
 	char *dst = region_addr(op->r, op->first);
@@ -849,6 +880,7 @@ static void copy_back(struct upg *u, struct chunk_op *op, struct victim *spare)
 		if (upg_uffd_copy(u->uffd, dst + (uintptr_t)off,
 				  u->chunk_staging + (uintptr_t)off,
 				  UPG_PAGE_SIZE, wp, false) > 0) {
+			unlock_other(u, op, p);
 			upg_stat_inc(upg_evictor_stats(u),
 				     UPG_STAT_evict_remap_kept);
 			continue;
@@ -891,6 +923,28 @@ static size_t store_victims(struct upg *u, struct chunk_op *op)
 	return evicted;
 }
 
+/* testing.h: the chunk's pages without a page, to the test's hook. */
+static void test_remap(struct upg *u, struct chunk_op *op)
+{
+	upg_test_remap_fn fn =
+		__atomic_load_n(&u->test_remap, __ATOMIC_ACQUIRE);
+	char *pageless[UPG_CHUNK_PAGES];
+	size_t n = 0;
+
+	if (!fn)
+		return;
+	for (size_t p = 0; p < op->n; p++)
+		if (!op->vic[p] && pte_state(op->old[p]) != PTE_RESIDENT)
+			pageless[n++] = region_addr(op->r, op->first + p);
+	fn(u->test_remap_arg, pageless, n);
+}
+
+void upg_test_remap_hook(struct upg *u, upg_test_remap_fn fn, void *arg)
+{
+	u->test_remap_arg = arg;
+	__atomic_store_n(&u->test_remap, fn, __ATOMIC_RELEASE);
+}
+
 /*
  * Evict victims [0, n), all in one chunk, by moving the chunk's page table.
  * Return: pages evicted, or -1 if the chunk could not be moved (a page was
@@ -906,6 +960,7 @@ static long evict_remap(struct upg *u, struct victim *v, size_t n)
 	op.first = v[0].idx & ~(UPG_CHUNK_PAGES - 1);
 	op.n = MIN(UPG_CHUNK_PAGES, op.r->npages - op.first);
 	memset(op.vic, 0, sizeof(op.vic));
+	memset(op.unlocked, 0, sizeof(op.unlocked));
 	for (size_t i = 0; i < n; i++)
 		op.vic[v[i].idx - op.first] = &v[i];
 	if (!lock_others(u, &op))
@@ -917,7 +972,9 @@ static long evict_remap(struct upg *u, struct victim *v, size_t n)
 		unlock_others(u, &op, op.n);
 		goto abort;
 	}
+	unlock_pageless(u, &op);
 	copy_back(u, &op, spare);
+	test_remap(u, &op);
 	evicted = store_victims(u, &op);
 	unlock_others(u, &op, op.n);
 	madvise(u->chunk_staging, op.n << UPG_PAGE_SHIFT, MADV_DONTNEED);

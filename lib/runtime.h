@@ -102,9 +102,11 @@ struct upg {
 	uint64_t copy_paid, copy_wasted; /* its last counts, evictor-private */
 	uint64_t copy_off_ns;		 /* when copies were last given up */
 	size_t hand_idx;
-	char *staging;	      /* UPG_EVICT_BATCH pages, registered WP-only */
-	char *chunk_area;     /* 3 chunks of address space, for: */
-	char *chunk_staging;  /* one 2 MiB-aligned chunk, for mremap */
+	char *staging;	     /* UPG_EVICT_BATCH pages, registered WP-only */
+	char *chunk_area;    /* 3 chunks of address space, for: */
+	char *chunk_staging; /* one 2 MiB-aligned chunk, for mremap */
+	void (*test_remap)(void *, char *const *, size_t); /* testing.h */
+	void *test_remap_arg;
 	bool remap;	      /* evict scattered pages with mremap */
 	struct upg_io *ev_io; /* the evictor's ring (swap writes) */
 	char *wb_buf;	      /* UPG_WB_DEPTH batches: write-back staging */
