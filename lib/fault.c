@@ -465,23 +465,38 @@ static void entries_after_load(struct upg_handler *h, struct run *run,
 				 : pte_make(PTE_RESIDENT, PTE_REF, 0);
 }
 
-static long install_loaded(struct upg_handler *h, struct run *run, bool write)
+/*
+ * Install the run from h->buf: write-protected only the pages that keep
+ * their copy (a write must be seen, to drop it). A page without one needs
+ * no protection: the clock's next PAGEMAP_SCAN reports it written, which
+ * is what its REF, set now, says anyway, and protects it then. So a
+ * read-modify-write miss is one fault, not a read fault and then a
+ * write-protect fault (which also flushes the other CPUs' TLBs whenever
+ * the evictor has a flush pending in the program's mm, as a PAGEMAP_SCAN
+ * or a zap of its staging does).
+ */
+static long install_loaded(struct upg_handler *h, struct run *run,
+			   const uint64_t *val)
 {
-	struct upg *u = h->u;
 	char *dst = region_addr(run->r, run->idx);
-	size_t len = run->n << UPG_PAGE_SHIFT;
-	bool wp = u->caps.wp_async;
-	long ret;
+	size_t i, j;
+	long done = 0, ret;
 
-	if (!write || !wp)
-		return install(u, dst, h->buf, len, wp, NULL);
-	/* The written page goes in writable, its neighbours protected. */
-	ret = install(u, dst, h->buf, UPG_PAGE_SIZE, false, NULL);
-	if (ret != (long)UPG_PAGE_SIZE || run->n == 1)
-		return ret;
-	ret = install(u, dst + UPG_PAGE_SIZE, h->buf + UPG_PAGE_SIZE,
-		      len - UPG_PAGE_SIZE, true, NULL);
-	return (long)UPG_PAGE_SIZE + MAX(ret, 0);
+	for (i = 0; i < run->n; i = j) {
+		bool wp = val[i] & PTE_COPY;
+		size_t off = i << UPG_PAGE_SHIFT, len;
+
+		for (j = i + 1; j < run->n && !(val[j] & PTE_COPY) == !wp; j++)
+			;
+		len = (j - i) << UPG_PAGE_SHIFT;
+		ret = install(h->u, dst + off, h->buf + off, len, wp, NULL);
+		if (ret <= 0)
+			return done ? done : ret;
+		done += ret;
+		if (ret != (long)len)
+			break;
+	}
+	return done;
 }
 
 static void count_restore(struct upg_handler *h, uint64_t first, size_t k,
@@ -653,7 +668,7 @@ static void resolve_evicted(struct upg_handler *h, struct run *run, bool write,
 		return restore_failed(h, run);
 	upg_uncharge(u, (long)(n - run->n));
 	entries_after_load(h, run, write, val);
-	ret = install_loaded(h, run, write);
+	ret = install_loaded(h, run, val);
 	k = settle(h, run, ret, val);
 	if (!k)
 		return install_failed(h, region_addr(run->r, run->idx), ret);
