@@ -96,20 +96,36 @@ static void rmw_random(char *m, size_t n, int ops, uint64_t seed, uint8_t *ver)
 }
 
 /*
+ * 32 MiB of text through an 8 MiB budget, read-modify-written at random
+ * until the evictor has given pool copies up (nearly every one is freed
+ * unused); the test is skipped without UFFD_FEATURE_WP_ASYNC (@why).
+ */
+static struct upg *copies_given_up(char **m, size_t *n, uint64_t seed,
+				   const char *why)
+{
+	struct upg *u = t_runtime(8 * MiB, NULL);
+
+	*n = 32 * MiB / PAGE;
+	*m = t_region(u, 32 * MiB);
+	if (!strstr(upg_features(u), "wp_async"))
+		cr_skip_test("no UFFD_FEATURE_WP_ASYNC: %s", why);
+	t_fill(*m, *n, T_TEXT);
+	rmw_random(*m, *n, 40000, seed, NULL);
+	cr_assert_gt(t_stats(u).copy_skipped, 0, "copies were never given up");
+	return u;
+}
+
+/*
  * Copies dropped by the handlers (given up: they did not pay off) are
  * freed by the evictor later; a release must not leave them behind. The
  * budget is raised first so that no evictor pass frees them meanwhile.
  */
 Test(runtime, release_frees_dropped_copies)
 {
-	struct upg *u = t_runtime(8 * MiB, NULL);
-	size_t n = 32 * MiB / PAGE;
-	char *m = t_region(u, 32 * MiB);
-	if (!strstr(upg_features(u), "wp_async"))
-		cr_skip_test("no UFFD_FEATURE_WP_ASYNC: no copies are kept");
-	t_fill(m, n, T_TEXT);
-	rmw_random(m, n, 40000, 3, NULL);
-	cr_assert_gt(t_stats(u).copy_skipped, 0, "copies were never given up");
+	size_t n;
+	char *m;
+	struct upg *u = copies_given_up(&m, &n, 3, "no copies are kept");
+
 	cr_assert_eq(upg_set_budget(u, 64 * MiB), 0);
 	cr_assert_eq(t_verify(m, n, T_TEXT), 0); /* reads back, drops copies */
 	cr_expect_eq(upg_release(u, m), 0);
@@ -138,19 +154,13 @@ static long thread_minflt(void)
  */
 Test(runtime, read_modify_write_miss_is_one_fault)
 {
-	struct upg *u = t_runtime(8 * MiB, NULL);
-	size_t n = 32 * MiB / PAGE;
-	char *m = t_region(u, 32 * MiB);
-	struct upg_stats s0, s1;
+	size_t n;
+	char *m;
+	struct upg *u = copies_given_up(&m, &n, 3, "nothing is protected");
+	struct upg_stats s0 = t_stats(u), s1;
 	uint64_t misses, kept;
 	long f0, extra;
 
-	if (!strstr(upg_features(u), "wp_async"))
-		cr_skip_test("no UFFD_FEATURE_WP_ASYNC: nothing is protected");
-	t_fill(m, n, T_TEXT);
-	rmw_random(m, n, 40000, 3, NULL);
-	s0 = t_stats(u);
-	cr_assert_gt(s0.copy_skipped, 0, "copies were never given up");
 	f0 = thread_minflt();
 	rmw_random(m, n, 4000, 4, NULL);
 	extra = thread_minflt() - f0;
@@ -461,19 +471,12 @@ Test(runtime, copies_of_written_pages_are_reaped)
  */
 Test(runtime, copies_come_back_when_pages_stay_clean, .timeout = 60)
 {
-	struct upg *u = t_runtime(8 * MiB, NULL);
-	size_t n = 32 * MiB / PAGE;
-	char *m = t_region(u, 32 * MiB);
-	uint64_t t0;
+	size_t n;
+	char *m;
+	struct upg *u = copies_given_up(&m, &n, 7, "every page is dirty");
+	uint64_t t0 = t_now_ns();
 	struct upg_stats a, b;
 
-	if (!strstr(upg_features(u), "wp_async"))
-		cr_skip_test("no UFFD_FEATURE_WP_ASYNC: every page is dirty");
-	t_fill(m, n, T_TEXT);
-	rmw_random(m, n, 40000, 7, NULL);
-	a = t_stats(u);
-	cr_assert_gt(a.copy_skipped, 0, "copies were never given up");
-	t0 = t_now_ns();
 	do { /* read-only passes until a pass drops most pages clean */
 		a = t_stats(u);
 		cr_assert_eq(t_verify(m, n, T_TEXT), 0);
