@@ -1017,18 +1017,28 @@ static void sample_faulter(struct upg_handler *h, uint32_t tid)
  * thread waits for each handler's CPU: it wakes a canary, an idle thread
  * pinned there, and reads at the next tick when it ran. A canary that has
  * not run after a whole tick, or ran late (GUARD_LATE_NS) twice in a row,
- * means idle handlers starve there: the guard raises every handler to
- * normal priority for a hold time. The hold doubles whenever starvation
- * comes back soon after the handlers were lowered again, so a machine that
- * stays busy pays a few milliseconds a minute at most, and starts over
- * after a long calm. Raising a thread out of SCHED_IDLE needs CAP_SYS_NICE
- * (or RLIMIT_NICE); without it auto means normal priority.
+ * means idle handlers may starve there. Busy CPUs are not proof: the
+ * program's own faulting threads keep them busy too, and those wait for
+ * the handlers, which then serve them as fast idle (faster: a raised
+ * handler woken for the other CPU's fault preempts the evictor there; two
+ * threads on two CPUs ran 1.2-1.3x as fast idle). So the guard tries both:
+ * GUARD_TRIAL_NS raised, then as long idle, and compares the faults served.
+ * If idle serves 9/10 as many, the handlers stay idle and the canaries are
+ * not heeded for a quiet time (1 s, doubling while idle keeps winning, up
+ * to 64 s); otherwise every handler is raised to normal priority for a
+ * hold time that doubles each time raised wins again, so a machine that
+ * stays busy with other work pays a few tenths of a second a minute at
+ * most. Raising a thread out of SCHED_IDLE needs CAP_SYS_NICE (or
+ * RLIMIT_NICE); without it auto means normal priority.
  */
 #define GUARD_TICK_NS 4000000ULL	/* look every 4 ms while faults flow */
 #define GUARD_QUIET_NS 20000000ULL	/* every 20 ms when none do */
 #define GUARD_LATE_NS 250000ULL		/* an idle thread waited too long */
 #define GUARD_HOLD_MIN_NS 1000000000ULL /* normal for 1 s at first */
 #define GUARD_HOLD_MAX_NS 64000000000ULL
+#define GUARD_TRIAL_NS 50000000ULL /* each priority's trial: 50 ms */
+#define GUARD_WIN_NUM 9		   /* idle wins at 9/10 of the raised rate */
+#define GUARD_WIN_DEN 10
 
 struct upg_canary {
 	struct upg *u;
@@ -1175,30 +1185,62 @@ static bool can_raise(void)
 	return !set_policy(0, SCHED_IDLE) && !set_policy(0, SCHED_OTHER);
 }
 
+/*
+ * Faults served per second over the next @ns (the guard sleeps meanwhile);
+ * -1 if the runtime stops.
+ */
+static double served_rate(struct upg *u, uint64_t ns)
+{
+	uint64_t t0 = upg_now_ns(), s0 = total_served(u);
+
+	if (!guard_sleep(u, ns))
+		return -1;
+	return (double)(total_served(u) - s0) * 1e9 /
+	       (double)MAX(upg_now_ns() - t0, 1);
+}
+
 static void guard_loop(struct upg *u)
 {
-	uint64_t hold = GUARD_HOLD_MIN_NS, lowered = upg_now_ns(), t;
+	uint64_t hold = GUARD_HOLD_MIN_NS, quiet = 0, quiet_until = 0;
 	uint64_t served = total_served(u), now_served;
+	double raised, idle;
 	bool flowing = false;
 
 	handlers_policy(u, SCHED_IDLE);
 	while (guard_sleep(u, flowing ? GUARD_TICK_NS : GUARD_QUIET_NS)) {
 		now_served = total_served(u);
-		if (flowing && starved(u->canaries, u->ncanaries)) {
-			t = upg_now_ns();
-			hold = t - lowered < 4 * hold
-				       ? MIN(2 * hold, GUARD_HOLD_MAX_NS)
-				       : GUARD_HOLD_MIN_NS;
+		if (flowing && upg_now_ns() >= quiet_until &&
+		    starved(u->canaries, u->ncanaries)) {
 			handlers_policy(u, SCHED_OTHER);
-			upg_stat_inc(upg_guard_stats(u),
-				     UPG_STAT_handler_raises);
-			upg_dbg("CPUs busy: fault handlers at normal priority "
-				"for %llu ms",
-				(unsigned long long)(hold / 1000000));
-			if (!guard_sleep(u, hold))
-				return;
+			raised = served_rate(u, GUARD_TRIAL_NS);
 			handlers_policy(u, SCHED_IDLE);
-			lowered = upg_now_ns();
+			idle = served_rate(u, GUARD_TRIAL_NS);
+			if (raised < 0 || idle < 0)
+				return;
+			upg_stat_inc(upg_guard_stats(u),
+				     UPG_STAT_handler_trials);
+			upg_dbg("CPUs busy: %.0f faults/s raised, %.0f idle",
+				raised, idle);
+			if (idle * GUARD_WIN_DEN >= raised * GUARD_WIN_NUM) {
+				/* The busy CPUs run threads that wait for our
+				 * faults: idle handlers serve them as fast. */
+				quiet = MIN(MAX(2 * quiet, GUARD_HOLD_MIN_NS),
+					    GUARD_HOLD_MAX_NS);
+				quiet_until = upg_now_ns() + quiet;
+				hold = GUARD_HOLD_MIN_NS;
+			} else {
+				quiet = quiet_until = 0;
+				handlers_policy(u, SCHED_OTHER);
+				upg_stat_inc(upg_guard_stats(u),
+					     UPG_STAT_handler_raises);
+				upg_dbg("fault handlers at normal priority "
+					"for %llu ms",
+					(unsigned long long)(hold / 1000000));
+				if (!guard_sleep(u, hold))
+					return;
+				handlers_policy(u, SCHED_IDLE);
+				hold = MIN(2 * hold, GUARD_HOLD_MAX_NS);
+			}
 			for (unsigned i = 0; i < u->ncanaries; i++)
 				u->canaries[i].late = 0;
 			now_served = total_served(u);

@@ -43,6 +43,7 @@
 	X(clock_scanned,	"resident pages examined by the clock")	\
 	X(clock_referenced,	"pages spared by their reference bit")	\
 	X(handler_raises,	"idle handlers raised to normal priority (CPUs busy)") \
+	X(handler_trials,	"guard trials of idle against raised handlers") \
 	X(wp_scan,		"PAGEMAP_SCAN calls")			\
 	X(wp_written,		"pages found written since protection")	\
 	X(reap_passes,		"reaper passes (copies of written pages)") \
@@ -102,9 +103,10 @@ struct upg_hist {
 
 /*
  * Bumped whenever the layout changes (2: evict_helped, swap_write_bytes
- * and pool_parked_bytes added; 3: clock_copies and copy_skipped).
+ * and pool_parked_bytes added; 3: clock_copies and copy_skipped; 4:
+ * handler_trials).
  */
-#define UPG_STATS_VERSION 3
+#define UPG_STATS_VERSION 4
 
 struct upg_stats {
 	uint32_t size;	  /* set by the caller: sizeof(struct upg_stats) */
