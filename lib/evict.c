@@ -44,7 +44,6 @@
 #include <unistd.h>
 
 #include "runtime.h"
-#include "testing.h"
 
 #define EVICTOR_PERIOD_NS 50000000ULL
 #define STALL_RETRY_NS 1000000ULL
@@ -818,7 +817,6 @@ struct chunk_op {
 	size_t n;			     /* its pages in the region */
 	struct victim *vic[UPG_CHUNK_PAGES]; /* victims by page, or NULL */
 	uint64_t old[UPG_CHUNK_PAGES];	     /* other entries we locked */
-	bool unlocked[UPG_CHUNK_PAGES];	     /* ... and already unlocked */
 };
 
 /* Unlock entry @p, not a victim, unchanged (waking a thread waiting). */
@@ -826,15 +824,20 @@ static void unlock_other(struct upg *u, struct chunk_op *op, size_t p)
 {
 	upg_page_publish(u, op->r, op->first + p, pte_state(op->old[p]),
 			 op->old[p]);
-	op->unlocked[p] = true;
 }
 
 /* Unlock the entries [0, upto) we locked besides the victims. */
 static void unlock_others(struct upg *u, struct chunk_op *op, size_t upto)
 {
 	for (size_t p = 0; p < upto; p++)
-		if (!op->vic[p] && !op->unlocked[p])
+		if (!op->vic[p])
 			unlock_other(u, op, p);
+}
+
+/* Whether page @p of the chunk is neither a victim nor mapped. */
+static bool pageless(const struct chunk_op *op, size_t p)
+{
+	return !op->vic[p] && pte_state(op->old[p]) != PTE_RESIDENT;
 }
 
 /*
@@ -845,7 +848,7 @@ static void unlock_others(struct upg *u, struct chunk_op *op, size_t upto)
 static void unlock_pageless(struct upg *u, struct chunk_op *op)
 {
 	for (size_t p = 0; p < op->n; p++)
-		if (!op->vic[p] && pte_state(op->old[p]) != PTE_RESIDENT)
+		if (pageless(op, p))
 			unlock_other(u, op, p);
 }
 
@@ -928,15 +931,15 @@ static void test_remap(struct upg *u, struct chunk_op *op)
 {
 	upg_test_remap_fn fn =
 		__atomic_load_n(&u->test_remap, __ATOMIC_ACQUIRE);
-	char *pageless[UPG_CHUNK_PAGES];
+	char *addr[UPG_CHUNK_PAGES];
 	size_t n = 0;
 
 	if (!fn)
 		return;
 	for (size_t p = 0; p < op->n; p++)
-		if (!op->vic[p] && pte_state(op->old[p]) != PTE_RESIDENT)
-			pageless[n++] = region_addr(op->r, op->first + p);
-	fn(u->test_remap_arg, pageless, n);
+		if (pageless(op, p))
+			addr[n++] = region_addr(op->r, op->first + p);
+	fn(u->test_remap_arg, addr, n);
 }
 
 void upg_test_remap_hook(struct upg *u, upg_test_remap_fn fn, void *arg)
@@ -960,7 +963,6 @@ static long evict_remap(struct upg *u, struct victim *v, size_t n)
 	op.first = v[0].idx & ~(UPG_CHUNK_PAGES - 1);
 	op.n = MIN(UPG_CHUNK_PAGES, op.r->npages - op.first);
 	memset(op.vic, 0, sizeof(op.vic));
-	memset(op.unlocked, 0, sizeof(op.unlocked));
 	for (size_t i = 0; i < n; i++)
 		op.vic[v[i].idx - op.first] = &v[i];
 	if (!lock_others(u, &op))
@@ -975,8 +977,7 @@ static long evict_remap(struct upg *u, struct victim *v, size_t n)
 	unlock_pageless(u, &op);
 	copy_back(u, &op, spare);
 	test_remap(u, &op);
-	evicted = store_victims(u, &op);
-	unlock_others(u, &op, op.n);
+	evicted = store_victims(u, &op); /* the others are unlocked */
 	madvise(u->chunk_staging, op.n << UPG_PAGE_SHIFT, MADV_DONTNEED);
 	upg_stat_inc(upg_evictor_stats(u), UPG_STAT_evict_remap_chunks);
 	upg_stat_add(upg_evictor_stats(u), UPG_STAT_evict_remap, evicted);

@@ -25,6 +25,7 @@
 #include "pool.h"
 #include "region.h"
 #include "swap.h"
+#include "testing.h"
 #include "stats.h"
 #include "uffd.h"
 
@@ -105,7 +106,7 @@ struct upg {
 	char *staging;	     /* UPG_EVICT_BATCH pages, registered WP-only */
 	char *chunk_area;    /* 3 chunks of address space, for: */
 	char *chunk_staging; /* one 2 MiB-aligned chunk, for mremap */
-	void (*test_remap)(void *, char *const *, size_t); /* testing.h */
+	upg_test_remap_fn test_remap; /* testing.h */
 	void *test_remap_arg;
 	bool remap;	      /* evict scattered pages with mremap */
 	struct upg_io *ev_io; /* the evictor's ring (swap writes) */
