@@ -80,6 +80,9 @@ struct upg_params {
 	/* UPG_SWAP_POLL: microseconds a swap-in polls for its read before
 	 * sleeping (0 = sleep at once), at most UPG_SWAP_POLL_MAX_US */
 	unsigned swap_poll_us;
+	/* UPG_POOL_COMPACT: move pool objects out of sparse chunks, so that
+	 * the memory of the holes frees leave goes back */
+	bool pool_compact;
 };
 
 #define UPG_SWAP_POLL_MAX_US 10000

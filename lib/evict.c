@@ -1071,11 +1071,13 @@ static bool evict_pass(struct upg *u)
 	upg_free_dropped(u);
 	reap(u);
 	upg_wb_run(u);
+	upg_compact_run(u);
 	while (above_high(u) && !atomic_load(&u->stopping) &&
 	       !atomic_load(&u->ev_pause)) {
 		upg_free_dropped(u);
 		reap(u);
 		upg_wb_run(u);
+		upg_compact_run(u);
 		if (!evict_batch(u))
 			break;
 		progress = true;
@@ -1165,9 +1167,16 @@ static void *evictor_main(void *arg)
 			stalled = !evict_pass(u) && above_high(u) &&
 				  !atomic_load(&u->overrun);
 			pthread_mutex_lock(&u->ev_lock);
+		} else if (!stalled && upg_compact_wait_ns(u) == 1) {
+			atomic_store(&u->ev_idle, false);
+			pthread_mutex_unlock(&u->ev_lock);
+			upg_compact_run(u);
+			pthread_mutex_lock(&u->ev_lock);
 		} else {
-			/* Every victim locked or in use: retry shortly. */
-			evictor_sleep(u, stalled ? STALL_RETRY_NS : 0);
+			/* Every victim locked or in use: retry shortly. A
+			 * compaction due later: sleep until then. */
+			evictor_sleep(u, stalled ? STALL_RETRY_NS
+						 : upg_compact_wait_ns(u));
 			stalled = false;
 		}
 		atomic_fetch_add(&u->ev_rounds, 1);

@@ -875,6 +875,7 @@ static void on_remove(struct upg_handler *h, const struct uffd_msg *m)
 		if (s < r->start + r->len && e > r->start)
 			zap_range(u, r, s, e);
 	}
+	upg_compact_kick(u);
 }
 
 static void dispatch(struct upg_handler *h, const struct uffd_msg *m)

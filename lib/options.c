@@ -54,6 +54,8 @@
 	  "track clean pages with async write-protect")			\
 	X(REMOVE_EVENTS, use_remove, bool, "on",			\
 	  "follow the program's madvise(DONTNEED)")			\
+	X(POOL_COMPACT, pool_compact, bool, "on",			\
+	  "move pool objects out of sparse chunks to give memory back") \
 	X(SWAP_FILE, swap_file, path, "",				\
 	  "swap file, directory or device; empty = unlinked "		\
 	  "file in $TMPDIR or /var/tmp; off = none")			\

@@ -34,6 +34,7 @@ struct upg_pool_stats {
 	uint64_t compressed_bytes; /* sum of object sizes */
 	uint64_t used_bytes;	   /* memory held by the allocator */
 	uint64_t parked_bytes;	   /* of which empty chunks kept for reuse */
+	uint64_t hole_bytes;	   /* freed slots in chunks still mapped */
 	uint64_t max_bytes;	   /* limit */
 };
 
@@ -87,6 +88,36 @@ enum upg_pool_kind upg_pool_kind(uint64_t handle);
 
 /* upg_pool_free() - free @handle; it must not be used again */
 void upg_pool_free(struct upg_pool *pool, uint64_t handle);
+
+/*
+ * Compaction: give back the memory of the holes that frees leave in the
+ * pool's chunks. One compaction at a time, on one thread:
+ *
+ * upg_pool_compact_begin() - stop storing into the sparsest chunks whose
+ * objects the other chunks have room for, up to @max_bytes of objects
+ * Return: objects to move (0: nothing worth compacting).
+ *
+ * upg_pool_move() - move @h's object out of such a chunk, under the same
+ * guarantee as a free (the caller holds the owner's page lock); on
+ * success @h is freed and *@nh replaces it.
+ * Return: 1 moved, 0 not in a chunk being emptied (nothing to do),
+ * -EAGAIN no room left elsewhere, -EIO invalid handle.
+ *
+ * upg_pool_moving() - whether upg_pool_move() would move @h: a lock-free
+ * look, to find owners without locking each
+ *
+ * upg_pool_compact_left() - objects not moved yet (the caller may stop
+ * looking for owners at 0)
+ *
+ * upg_pool_compact_end() - end it: chunks not emptied (their owners were
+ * busy) take stores again. Emptied chunks are unmapped, not parked.
+ * Return: the bytes unmapped.
+ */
+uint64_t upg_pool_compact_begin(struct upg_pool *pool, uint64_t max_bytes);
+bool upg_pool_moving(struct upg_pool *pool, uint64_t h);
+int upg_pool_move(struct upg_pool *pool, uint64_t h, uint64_t *nh);
+uint64_t upg_pool_compact_left(struct upg_pool *pool);
+uint64_t upg_pool_compact_end(struct upg_pool *pool);
 
 void upg_pool_get_stats(struct upg_pool *pool, struct upg_pool_stats *s);
 

@@ -245,6 +245,7 @@ int upg_discard(struct upg *u, void *addr, size_t len)
 	idx = (size_t)(a - r->start) >> UPG_PAGE_SHIFT;
 	forget_pages(u, r, idx, idx + (len >> UPG_PAGE_SHIFT), true);
 	pthread_rwlock_unlock(&u->regions_lock);
+	upg_compact_kick(u);
 	return 0;
 }
 
@@ -328,6 +329,7 @@ static void fill_gauges(struct upg *u, struct upg_stats *s)
 	s->pool_used_bytes = ps.used_bytes;
 	s->pool_max_bytes = ps.max_bytes;
 	s->pool_parked_bytes = ps.parked_bytes;
+	s->pool_hole_bytes = ps.hole_bytes;
 	if (u->swap) {
 		s->swap_slots_used = upg_swap_used(u->swap);
 		s->swap_file_bytes = upg_swap_file_bytes(u->swap);

@@ -98,6 +98,8 @@ struct upg {
 	bool ev_paused;			 /* and idle now; under ev_lock */
 	size_t hand_region;		 /* clock hand, evictor-private */
 	uint64_t reaped_ns;		 /* last reaper pass, evictor-private */
+	uint64_t compacted_ns;		 /* last compaction, evictor-private */
+	uint64_t compact_floor;		 /* holes it could not fill (relaxed) */
 	_Atomic bool keep_copies;	 /* see copy_policy() in evict.c */
 	_Atomic bool freeing_dropped;	 /* upg_free_dropped() under way */
 	uint64_t copy_paid, copy_wasted; /* its last counts, evictor-private */
@@ -285,6 +287,18 @@ void upg_evict_set_watermarks(struct upg *u);
 int upg_wb_init(struct upg *u);
 int upg_wb_restart(struct upg *u);
 void upg_wb_run(struct upg *u);
+
+/*
+ * Pool compaction (compact.c), evictor only but for upg_compact_kick():
+ * upg_compact_run() compacts if the pool's holes are worth it and the
+ * last run is old enough (return: whether it ran); upg_compact_wait_ns()
+ * is how long until a wanted run may start (0: none wanted);
+ * upg_compact_kick() wakes an idle evictor when one is wanted (after a
+ * discard freed pool objects).
+ */
+bool upg_compact_run(struct upg *u);
+uint64_t upg_compact_wait_ns(struct upg *u);
+void upg_compact_kick(struct upg *u);
 void upg_wb_stop(struct upg *u);
 
 #endif

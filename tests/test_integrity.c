@@ -145,9 +145,14 @@ Test(integrity, one_thread_random_4x)
 	run_rmw(NULL, 1, false, "move remap");
 }
 
+/* Also the test of pool compaction racing the faults: objects move
+ * while both threads fault their pages back in. */
 Test(integrity, two_threads_random_4x)
 {
-	run_rmw(NULL, 2, false, "move");
+	struct upg_stats s = run_rmw(NULL, 2, false, "move");
+
+	cr_expect_gt(s.pool_compact_moved, 0, "no compaction: %llu runs",
+		     (unsigned long long)s.pool_compactions);
 }
 
 Test(integrity, two_threads_sequential_4x)

@@ -633,3 +633,145 @@ Test(pool, fragmentation_stays_bounded_after_random_frees)
 	upg_pool_trim(pool);
 	cr_assert_eq(stats().used_bytes, 0);
 }
+
+/* Store N text pages of varied sizes, then free all but one in @keep. */
+static int store_then_thin(uint64_t *h, int n, int keep)
+{
+	static char page[PAGE];
+	uint64_t seed = 7;
+	int i, j, kept = 0;
+
+	for (i = 0; i < n; i++) {
+		fill_text(page, (uint64_t)i, 4 + i % 29);
+		cr_assert_eq(upg_pool_store(pool, page, &h[i]),
+			     UPG_POOL_COMPRESSED);
+	}
+	for (i = 0; i < n; i++) {
+		j = (int)(rnd(&seed) % (uint64_t)keep);
+		if (j) {
+			upg_pool_free(pool, h[i]);
+			h[i] = 0;
+		} else {
+			kept++;
+		}
+	}
+	return kept;
+}
+
+/* Every handle still in @h holds the page it was stored with. */
+static void check_kept(const uint64_t *h, int n)
+{
+	static char page[PAGE], out[PAGE];
+
+	for (int i = 0; i < n; i++) {
+		if (!h[i])
+			continue;
+		fill_text(page, (uint64_t)i, 4 + i % 29);
+		cr_assert_eq(upg_pool_load(pool, h[i], out), 0, "object %d", i);
+		cr_assert_eq(memcmp(out, page, PAGE), 0, "object %d differs",
+			     i);
+	}
+}
+
+Test(pool, compaction_gives_back_the_holes_of_random_frees)
+{
+	enum { N = 20000 };
+	static uint64_t h[N];
+	struct upg_pool_stats s;
+	uint64_t before, parked, left, nh;
+	int i, moved = 0, ret;
+
+	store_then_thin(h, N, 4);
+	s = stats();
+	before = s.used_bytes;
+	parked = s.parked_bytes;
+	/* A quarter kept at random: nearly every chunk still holds some. */
+	cr_assert_gt(s.used_bytes, 3 * s.compressed_bytes,
+		     "used %llu, compressed %llu: frees emptied chunks",
+		     (unsigned long long)s.used_bytes,
+		     (unsigned long long)s.compressed_bytes);
+	cr_assert_gt(s.hole_bytes, s.used_bytes / 2);
+
+	left = upg_pool_compact_begin(pool, UINT64_MAX);
+	cr_assert_gt(left, 0);
+	for (i = 0; i < N; i++) {
+		if (!h[i])
+			continue;
+		ret = upg_pool_move(pool, h[i], &nh);
+		cr_assert_geq(ret, 0, "move of object %d: %d", i, ret);
+		if (ret == 1) {
+			cr_assert(!upg_pool_moving(pool, nh));
+			cr_assert_neq(nh, h[i]);
+			h[i] = nh;
+			moved++;
+		}
+	}
+	cr_assert_eq((uint64_t)moved, left);
+	cr_assert_eq(upg_pool_compact_left(pool), 0);
+	cr_assert_gt(upg_pool_compact_end(pool), before / 2);
+	s = stats();
+	cr_assert_leq((double)s.used_bytes, 1.20 * (double)s.compressed_bytes,
+		      "after compaction: used %llu, compressed %llu",
+		      (unsigned long long)s.used_bytes,
+		      (unsigned long long)s.compressed_bytes);
+	cr_assert_eq(s.parked_bytes, parked, "emptied chunks must be unmapped");
+	check_kept(h, N);
+	for (i = 0; i < N; i++)
+		upg_pool_free(pool, h[i]);
+	upg_pool_trim(pool);
+	s = stats();
+	cr_assert_eq(s.used_bytes, 0);
+	cr_assert_eq(s.hole_bytes, 0);
+}
+
+Test(pool, compaction_leaves_busy_objects_and_takes_stores_after)
+{
+	enum { N = 8000 };
+	static uint64_t h[N];
+	static char page[PAGE];
+	uint64_t nh, same;
+	int i, skipped = 0;
+
+	store_then_thin(h, N, 3);
+	fill_word(page, 0x5555555555555555ULL);
+	cr_assert_eq(upg_pool_store(pool, page, &same), UPG_POOL_SAME);
+	cr_assert_gt(upg_pool_compact_begin(pool, UINT64_MAX), 0);
+	cr_assert_eq(upg_pool_move(pool, same, &nh), 0);
+	cr_assert(!upg_pool_moving(pool, same));
+	/* Stores meanwhile go to chunks that stay. */
+	fill_text(page, 1u << 20, 9);
+	cr_assert_eq(upg_pool_store(pool, page, &nh), UPG_POOL_COMPRESSED);
+	cr_assert(!upg_pool_moving(pool, nh));
+	upg_pool_free(pool, nh);
+	/* Every other candidate's owner is "busy": it stays where it is. */
+	for (i = 0; i < N; i++) {
+		if (!h[i] || !upg_pool_moving(pool, h[i]))
+			continue;
+		if (skipped++ % 2)
+			continue;
+		cr_assert_eq(upg_pool_move(pool, h[i], &nh), 1);
+		h[i] = nh;
+	}
+	cr_assert_gt(skipped, 1);
+	cr_assert_gt(upg_pool_compact_left(pool), 0);
+	upg_pool_compact_end(pool);
+	cr_assert_eq(upg_pool_compact_left(pool), 0);
+	for (i = 0; i < N; i++)
+		cr_assert(!h[i] || !upg_pool_moving(pool, h[i]), "object %d",
+			  i);
+	check_kept(h, N);
+	/* The chunks put back take objects again and free normally. */
+	for (i = 0; i < N; i++) {
+		if (h[i])
+			continue;
+		fill_text(page, (uint64_t)i, 4 + i % 29);
+		cr_assert_eq(upg_pool_store(pool, page, &h[i]),
+			     UPG_POOL_COMPRESSED);
+	}
+	check_kept(h, N);
+	for (i = 0; i < N; i++)
+		upg_pool_free(pool, h[i]);
+	upg_pool_free(pool, same);
+	upg_pool_trim(pool);
+	cr_assert_eq(stats().used_bytes, 0);
+}

@@ -236,6 +236,58 @@ Test(runtime, discard_reads_zero_and_frees_copies)
 	upg_destroy(u);
 }
 
+/*
+ * Fill @len of text under an 8 MiB budget, discard three pages of every
+ * four (the pool's chunks keep a quarter of their objects each) and wait
+ * up to 3 s for the pool to give memory back. Return: pool bytes used
+ * after the discards, over the bytes used before them.
+ */
+static double pool_left_after_thinning(const char *const *opts,
+				       struct upg_stats *end)
+{
+	struct upg *u = t_runtime(8 * MiB, opts);
+	size_t n = 64 * MiB / PAGE;
+	char *m = t_region(u, 64 * MiB);
+	uint64_t before;
+
+	t_fill(m, n, T_TEXT);
+	before = t_stats(u).pool_used_bytes;
+	cr_assert_gt(before, 8 * MiB);
+	for (size_t i = 0; i < n; i++)
+		if (i % 4)
+			cr_assert_eq(upg_discard(u, m + i * PAGE, PAGE), 0);
+	for (int t = 0; t < 300; t++) {
+		*end = t_stats(u);
+		if (end->pool_used_bytes < before / 2)
+			break;
+		usleep(10000);
+	}
+	for (size_t i = 0; i < n; i += 4)
+		cr_assert(t_page_check(m + i * PAGE, T_TEXT, i, 0), "page %zu",
+			  i);
+	upg_destroy(u);
+	return (double)end->pool_used_bytes / (double)before;
+}
+
+Test(runtime, pool_gives_back_memory_after_frees)
+{
+	const char *const off[] = { "POOL_COMPACT=off", NULL };
+	struct upg_stats s;
+	double left;
+
+	/* Without compaction nearly every chunk still holds objects. */
+	left = pool_left_after_thinning(off, &s);
+	cr_assert_gt(left, 0.6, "without compaction %.2f left", left);
+	cr_assert_eq(s.pool_compactions, 0);
+
+	left = pool_left_after_thinning(NULL, &s);
+	cr_assert_leq(left, 0.4, "%.2f of the pool left", left);
+	cr_assert_gt(s.pool_compactions, 0);
+	cr_assert_gt(s.pool_compact_moved, 0);
+	cr_assert_gt(s.pool_compact_freed, 0);
+	cr_assert_lt(s.pool_hole_bytes, s.pool_used_bytes / 4);
+}
+
 Test(runtime, budget_shrink_evicts_down_and_grow_refills)
 {
 	struct upg *u = t_runtime(64 * MiB, NULL);

@@ -53,6 +53,9 @@
 	X(discard_pages,	"pages discarded")			\
 	X(remove_events,	"UFFD_EVENT_REMOVE messages (program madvise)") \
 	X(budget_overruns,	"pages installed beyond the budget (pool full)") \
+	X(pool_compactions,	"pool compactions (objects moved out of sparse chunks)") \
+	X(pool_compact_moved,	"pool objects moved by compaction")	\
+	X(pool_compact_freed,	"bytes of pool chunks compaction gave back") \
 	X(fault_swap,		"faults resolved from the swap file")	\
 	X(swap_ra_pages,	"neighbour pages read ahead from the swap file") \
 	X(swap_ra_hits,		"swap faults continuing a sequential readahead") \
@@ -77,6 +80,7 @@
 	X(pool_used_bytes,	"gauge: bytes of pool memory allocated") \
 	X(pool_max_bytes,	"gauge: pool size limit")			\
 	X(pool_parked_bytes,	"gauge: empty pool chunks kept mapped for reuse") \
+	X(pool_hole_bytes,	"gauge: freed slots in pool chunks (see compaction)") \
 	X(swap_slots_used,	"gauge: swap file slots in use")	\
 	X(swap_file_bytes,	"gauge: swap file size")
 /* clang-format on */
@@ -104,9 +108,10 @@ struct upg_hist {
 /*
  * Bumped whenever the layout changes (2: evict_helped, swap_write_bytes
  * and pool_parked_bytes added; 3: clock_copies and copy_skipped; 4:
- * handler_trials).
+ * handler_trials; 5: pool_compactions, pool_compact_moved,
+ * pool_compact_freed and pool_hole_bytes).
  */
-#define UPG_STATS_VERSION 4
+#define UPG_STATS_VERSION 5
 
 struct upg_stats {
 	uint32_t size;	  /* set by the caller: sizeof(struct upg_stats) */
