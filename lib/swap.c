@@ -52,6 +52,11 @@
 #include "compress.h"
 #include "swap.h"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
+
 #define SLOTS_MAX (1ULL << 28) /* 1 TiB of 4 KiB slots */
 #define REF_PINNED UINT16_MAX
 #define OBJS UPG_SWAP_SLOT_OBJS
@@ -81,6 +86,7 @@ struct slot {
 struct upg_swap {
 	int fd;
 	bool blockdev;
+	bool clean; /* write staged lines back before a direct write */
 	char name[256];
 	uint64_t nslots;	      /* limit */
 	uint64_t cursor;	      /* next-fit inside the file */
@@ -126,6 +132,46 @@ static int open_in_dir(struct upg_swap *sw, const char *dir, int flags)
 		unlink(tmpl);
 	return fd;
 }
+
+/*
+ * Dirty cache lines in a direct write's buffer. On this VM a direct write
+ * from a buffer just filled went slower than from one written long ago
+ * (a writer that copies each request first: 2.2 GB/s into reused blocks
+ * against 3.4 without the copy), and writing the lines back (CLWB, which
+ * keeps them cached) before submitting brought it to 2.5-2.7 GB/s;
+ * flushing them (CLFLUSHOPT) or copying with non-temporal stores did not.
+ * Write-back, whose CPU time is mostly elsewhere, gained 4-5% (bench_swap
+ * --phase writeback, six runs each way: 2,020 against 1,912 MB/s of pages
+ * into a new file, 2,358 against 2,272 into reused slots).
+ */
+#if defined(__x86_64__)
+static bool have_clwb(void)
+{
+	unsigned a, b, c, d;
+
+	return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b >> 24 & 1);
+}
+
+__attribute__((target("clwb"))) static void clean_lines(void *buf, size_t len)
+{
+	char *p = buf, *end = p + len;
+
+	for (; p < end; p += UPG_CACHELINE)
+		_mm_clwb(p);
+	_mm_sfence();
+}
+#else
+static bool have_clwb(void)
+{
+	return false;
+}
+
+static void clean_lines(void *buf, size_t len)
+{
+	(void)buf;
+	(void)len;
+}
+#endif
 
 static int open_file(struct upg_swap *sw, const char *path, bool direct)
 {
@@ -196,6 +242,7 @@ int upg_swap_open(const char *path, size_t max, bool direct,
 	if (!sw)
 		return -ENOMEM;
 	sw->fd = open_file(sw, path ? path : "", direct);
+	sw->clean = direct && have_clwb();
 	if (sw->fd < 0) {
 		err = -errno;
 		upg_seterr(err, "UPG_SWAP_FILE: cannot open a swap file %s: %s",
@@ -749,6 +796,9 @@ void upg_swap_submit(struct upg_swap *sw, struct upg_io *io,
 		     struct upg_swap_wr *w)
 {
 	record(sw, w);
+	if (sw->clean)
+		for (unsigned k = 0; k < w->nops; k++)
+			clean_lines(w->ops[k].buf, w->ops[k].len);
 	upg_io_start(io, sw->fd, w->ops, w->nops, true);
 }
 
