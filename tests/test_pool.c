@@ -658,6 +658,20 @@ static int store_then_thin(uint64_t *h, int n, int keep)
 	return kept;
 }
 
+/* Free every handle in @h (0s included): the pool must be left empty. */
+static void free_all(const uint64_t *h, int n)
+{
+	struct upg_pool_stats s;
+
+	for (int i = 0; i < n; i++)
+		upg_pool_free(pool, h[i]);
+	upg_pool_trim(pool);
+	s = stats();
+	cr_assert_eq(s.used_bytes, 0);
+	cr_assert_eq(s.hole_bytes, 0);
+	cr_assert_eq(s.objects, 0);
+}
+
 /* Every handle still in @h holds the page it was stored with. */
 static void check_kept(const uint64_t *h, int n)
 {
@@ -716,12 +730,7 @@ Test(pool, compaction_gives_back_the_holes_of_random_frees)
 		      (unsigned long long)s.compressed_bytes);
 	cr_assert_eq(s.parked_bytes, parked, "emptied chunks must be unmapped");
 	check_kept(h, N);
-	for (i = 0; i < N; i++)
-		upg_pool_free(pool, h[i]);
-	upg_pool_trim(pool);
-	s = stats();
-	cr_assert_eq(s.used_bytes, 0);
-	cr_assert_eq(s.hole_bytes, 0);
+	free_all(h, N);
 }
 
 Test(pool, compaction_leaves_busy_objects_and_takes_stores_after)
@@ -769,9 +778,6 @@ Test(pool, compaction_leaves_busy_objects_and_takes_stores_after)
 			     UPG_POOL_COMPRESSED);
 	}
 	check_kept(h, N);
-	for (i = 0; i < N; i++)
-		upg_pool_free(pool, h[i]);
 	upg_pool_free(pool, same);
-	upg_pool_trim(pool);
-	cr_assert_eq(stats().used_bytes, 0);
+	free_all(h, N);
 }
