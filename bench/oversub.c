@@ -694,12 +694,15 @@ static void json_upager(const struct oversub *o)
 	       ",\"resident_peak_bytes\":%" PRIu64
 	       ",\"pool_stored_bytes\":%" PRIu64
 	       ",\"pool_compressed_bytes\":%" PRIu64
-	       ",\"pool_used_bytes\":%" PRIu64 ",\"pool_p99_ns\":%" PRIu64
+	       ",\"pool_used_bytes\":%" PRIu64 ",\"pool_parked_bytes\":%" PRIu64
+	       ",\"pool_hole_bytes\":%" PRIu64
+	       ",\"pool_compact_moved\":%" PRIu64 ",\"pool_p99_ns\":%" PRIu64
 	       ",\"budget_overruns\":%" PRIu64 "}",
 	       upg_features(o->u), s->fault_zero, s->fault_pool, s->fault_same,
 	       s->refault, s->evict_pages, s->evict_clean_drop,
 	       s->resident_peak * PAGE, s->pool_stored_bytes,
 	       s->pool_compressed_bytes, s->pool_used_bytes,
+	       s->pool_parked_bytes, s->pool_hole_bytes, s->pool_compact_moved,
 	       upg_hist_percentile(&s->lat_pool, 99), s->budget_overruns);
 }
 
