@@ -288,6 +288,39 @@ Test(runtime, pool_gives_back_memory_after_frees)
 	cr_assert_lt(s.pool_hole_bytes, s.pool_used_bytes / 4);
 }
 
+/*
+ * Discard all of @len of evicted text: every chunk empties and is parked
+ * for reuse. Return: the pool's bytes after waiting up to 3 s for them to
+ * be given back.
+ */
+static uint64_t pool_after_discarding_all(const char *const *opts)
+{
+	struct upg *u = t_runtime(8 * MiB, opts);
+	char *m = t_region(u, 64 * MiB);
+	struct upg_stats s;
+
+	t_fill(m, 64 * MiB / PAGE, T_TEXT);
+	cr_assert_gt(t_stats(u).pool_used_bytes, 16 * MiB);
+	cr_assert_eq(upg_discard(u, m, 64 * MiB), 0);
+	s = t_stats(u);
+	cr_assert_eq(s.pool_objects, 0);
+	for (int t = 0; t < 300 && s.pool_used_bytes > 2 * MiB; t++) {
+		usleep(10000);
+		s = t_stats(u);
+	}
+	upg_destroy(u);
+	return s.pool_used_bytes;
+}
+
+Test(runtime, parked_chunks_given_back_without_write_back)
+{
+	const char *const off[] = { "POOL_COMPACT=off", NULL };
+
+	cr_assert_gt(pool_after_discarding_all(off), 16 * MiB,
+		     "the chunks were not parked");
+	cr_assert_leq(pool_after_discarding_all(NULL), 2 * MiB);
+}
+
 Test(runtime, budget_shrink_evicts_down_and_grow_refills)
 {
 	struct upg *u = t_runtime(64 * MiB, NULL);
