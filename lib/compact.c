@@ -25,8 +25,8 @@
  * COMPACT_MAX_BYTES of objects per run (the evictor does not evict
  * meanwhile). A discard that leaves the pool with holes past the mark
  * wakes an idle evictor for it (upg_compact_kick()). The same run unmaps
- * empty chunks parked for reuse past the same mark, down to
- * COMPACT_MIN_BYTES, while write-back is not near (parked_excess()).
+ * all empty chunks parked for reuse once they pass COMPACT_MIN_BYTES,
+ * while write-back is not near (parked_excess()).
  */
 #include "runtime.h"
 
@@ -52,8 +52,8 @@ static bool holes_excess(struct upg *u, const struct upg_pool_stats *ps)
 }
 
 /*
- * Whether the empty chunks the pool keeps mapped for reuse are past the
- * mark while write-back is not near (the pool below a quarter of its
+ * Whether the empty chunks the pool keeps mapped for reuse pass
+ * COMPACT_MIN_BYTES while write-back is not near (the pool below a quarter of its
  * limit; write-back starts at three quarters and stops at half).
  * Write-back empties whole chunks by the thousand and unmapping each
  * costs a TLB shootdown, so they are parked for the next stores; without
@@ -63,8 +63,7 @@ static bool holes_excess(struct upg *u, const struct upg_pool_stats *ps)
 static bool parked_excess(const struct upg_pool_stats *ps)
 {
 	return ps->compressed_bytes < ps->max_bytes / 4 &&
-	       ps->parked_bytes >
-		       ps->used_bytes / COMPACT_SHARE + COMPACT_MIN_BYTES;
+	       ps->parked_bytes > COMPACT_MIN_BYTES;
 }
 
 static bool compact_wanted(struct upg *u)
@@ -164,7 +163,7 @@ bool upg_compact_run(struct upg *u)
 	upg_free_dropped(u); /* their chunks could not empty */
 	upg_pool_get_stats(u->pool, &ps);
 	if (parked_excess(&ps)) {
-		upg_pool_trim_to(u->pool, COMPACT_MIN_BYTES);
+		upg_pool_trim_to(u->pool, 0);
 		upg_pool_get_stats(u->pool, &after);
 		freed += ps.parked_bytes -
 			 MIN(ps.parked_bytes, after.parked_bytes);
