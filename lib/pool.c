@@ -12,8 +12,9 @@
  * is given back (parked, below). Same-filled pages take no object: the
  * handle carries the word, inline or as an index into a small refcounted
  * table of interned words. The handle names the chunk and slot directly;
- * objects move only when compaction (below, and compact.c) empties sparse
- * chunks, and then the owner of the handle gets a new one.
+ * objects move only when compaction (pool_compact.c, compact.c) empties
+ * sparse chunks, and then the owner of the handle gets a new one. The
+ * structures and helpers both files use are in pool_impl.h.
  *
  * Empty chunks. Unmapping a chunk that threads on both CPUs have touched
  * costs a TLB-shootdown IPI: ~16 us measured here, 5.5K of them per 200 MiB
@@ -47,134 +48,17 @@
  * Invariants. stats.used_bytes is the size of all mapped chunks and never
  * exceeds stats.max_bytes at the time the chunk was mapped (it is reserved
  * with a compare-and-swap before mmap). A mapped chunk holds at least one
- * live object except inside obj_alloc(). Statistics are relaxed atomics:
+ * live object except inside pool_obj_alloc(). Statistics are relaxed atomics:
  * they are counters, nothing is published through them.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
 
-#include "common.h"
-#include "compress.h"
-#include "pool.h"
-
-#define H_KIND_MASK 0x3ULL
-#define H_SAME_FORM_SHIFT 2
-#define H_SAME_VAL_SHIFT 4
-#define H_SAME_VAL_BITS 52
-#define H_IDX_SHIFT 2
-#define H_IDX_BITS 13
-#define H_LEN_SHIFT 15
-#define H_LEN_BITS 12
-#define H_CHUNK_SHIFT 27
-#define H_CHUNK_BITS 29
-
-enum same_form {
-	SAME_SEXT = 0,
-	SAME_HALVES = 1,
-	SAME_INTERNED = 2,
-};
-
-#define CLASS_STEP 16
-#define NR_ZCLASSES (UPG_COMPRESS_MAX / CLASS_STEP)
-#define RAW_CLASS NR_ZCLASSES
-#define NR_CLASSES (NR_ZCLASSES + 1)
-#define CHUNK_MIN_PAGES 4
-#define CHUNK_MAX_PAGES 16
-#define NR_GROUPS 4
-#define GROUP_FULL NR_GROUPS
-#define GROUP_EVAC 0xfe /* being emptied by compaction: on no fullness list */
-#define GROUP_NONE 0xff
-#define MAX_CHUNKS (1U << 22) /* >= 64 GiB of pool at 16 KiB chunks */
-#define NO_CHUNK UINT32_MAX
-#define NO_OBJ 0xffff
-#define SAME_SLOTS 128
-#define MAX_SLOTS (CHUNK_MAX_PAGES * 4096 / CLASS_STEP) /* objects per chunk */
-#define STASH_SIZES (CHUNK_MAX_PAGES - CHUNK_MIN_PAGES + 1)
-#define STASH_SHARE 4 /* the stash holds at most limit / STASH_SHARE */
-
-_Static_assert(H_CHUNK_SHIFT + H_CHUNK_BITS == UPG_POOL_HANDLE_BITS,
-	       "handle layout must fill exactly 56 bits");
-_Static_assert(UPG_COMPRESS_MAX % CLASS_STEP == 0, "class step");
-_Static_assert(UPG_COMPRESS_MAX < (1 << H_LEN_BITS), "length field");
-_Static_assert(MAX_SLOTS <= (1 << H_IDX_BITS), "slot field");
-_Static_assert(MAX_SLOTS < NO_OBJ, "slot type");
-_Static_assert(MAX_CHUNKS <= (1ULL << H_CHUNK_BITS), "chunk id field");
-
-/*
- * Chunk metadata, kept outside the chunk so that objects fill all of it.
- * @base: the mapping, NULL while the id is free. Written under the class
- *	lock (release) and read without it (acquire) by load and equal.
- * The rest is protected by the lock of class @cls while the chunk is
- * mapped, by id_lock while its id is free (then @next links free ids).
- */
-struct chunk {
-	char *base;
-	uint32_t prev, next; /* fullness list links, chunk ids */
-	uint16_t inuse;	     /* live objects */
-	uint16_t fresh;	     /* slots >= fresh were never handed out */
-	uint16_t free_head;  /* freed slots, linked through their bytes */
-	uint8_t cls, group;  /* size class, fullness group or GROUP_FULL */
-};
-
-/* One size class. @lock protects @head and the chunks of this class. */
-struct size_class {
-	pthread_mutex_t lock;
-	uint32_t head[NR_GROUPS]; /* non-full chunks, fullest group last */
-	uint32_t evac;		  /* chunks being emptied by compaction */
-	uint32_t size;		  /* object size in bytes */
-	uint32_t chunk_bytes;
-	uint16_t cap; /* objects per chunk */
-} __attribute__((aligned(UPG_CACHELINE)));
-
-/*
- * Interned same-filled words that do not fit inline. @lock protects all;
- * load reads @word[i] without it: a slot's word only changes when its
- * refcount is 0, and the caller holds a reference.
- */
-struct same_table {
-	pthread_mutex_t lock;
-	uint64_t word[SAME_SLOTS];
-	uint32_t refs[SAME_SLOTS];
-};
-
-/*
- * Empty chunks kept mapped, by size in pages from CHUNK_MIN_PAGES, each
- * list linked through the first word of its chunks. @lock protects all.
- */
-struct stash {
-	pthread_mutex_t lock;
-	void *head[STASH_SIZES];
-	uint64_t bytes;
-};
-
-struct upg_pool {
-	struct chunk *chunks; /* MAX_CHUNKS entries, mapped NORESERVE */
-	pthread_mutex_t id_lock;
-	uint32_t id_free; /* free ids, linked through chunk.next */
-	uint32_t id_next; /* ids >= id_next were never used */
-	struct same_table same;
-	struct stash stash;
-	struct upg_pool_stats st __attribute__((aligned(UPG_CACHELINE)));
-	uint64_t evac_left; /* objects still in GROUP_EVAC chunks (atomic) */
-	uint64_t
-		evac_freed; /* bytes unmapped by this compaction (its thread) */
-	uint32_t evac_count[MAX_SLOTS + 1]; /* its scratch: chunks by inuse */
-	struct size_class cls[NR_CLASSES];
-};
+#include "pool_impl.h"
 
 /* ---------------------------------------------------------------------- */
 /* Statistics */
-
-static void stat_add(uint64_t *c, int64_t v)
-{
-	__atomic_fetch_add(c, (uint64_t)v, __ATOMIC_RELAXED);
-}
-
-static uint64_t stat_get(const uint64_t *c)
-{
-	return __atomic_load_n(c, __ATOMIC_RELAXED);
-}
 
 static void stats_account(struct upg_pool *pool, enum upg_pool_kind kind,
 			  int len, int sign)
@@ -218,11 +102,6 @@ enum upg_pool_kind upg_pool_kind(uint64_t handle)
 	return (enum upg_pool_kind)((handle & H_KIND_MASK) - 1);
 }
 
-static uint64_t kind_bits(enum upg_pool_kind kind)
-{
-	return (uint64_t)kind + 1;
-}
-
 static uint64_t same_handle(enum same_form form, uint64_t payload)
 {
 	uint64_t mask = (1ULL << H_SAME_VAL_BITS) - 1;
@@ -239,38 +118,6 @@ static enum same_form same_form(uint64_t h)
 static uint64_t same_payload(uint64_t h)
 {
 	return h >> H_SAME_VAL_SHIFT;
-}
-
-static uint64_t obj_handle(enum upg_pool_kind kind, uint32_t cid, unsigned idx,
-			   int len)
-{
-	return kind_bits(kind) | (uint64_t)idx << H_IDX_SHIFT |
-	       (uint64_t)len << H_LEN_SHIFT | (uint64_t)cid << H_CHUNK_SHIFT;
-}
-
-static unsigned h_idx(uint64_t h)
-{
-	return (h >> H_IDX_SHIFT) & ((1U << H_IDX_BITS) - 1);
-}
-
-static int h_len(uint64_t h)
-{
-	if (upg_pool_kind(h) == UPG_POOL_RAW)
-		return (int)UPG_PAGE_SIZE;
-	return (int)((h >> H_LEN_SHIFT) & ((1U << H_LEN_BITS) - 1));
-}
-
-static uint32_t h_chunk(uint64_t h)
-{
-	return (uint32_t)(h >> H_CHUNK_SHIFT);
-}
-
-/* The class of an object of @len bytes (UPG_PAGE_SIZE: raw). */
-static unsigned len_class(int len)
-{
-	if (len > UPG_COMPRESS_MAX)
-		return RAW_CLASS;
-	return (unsigned)(len + CLASS_STEP - 1) / CLASS_STEP - 1;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -383,39 +230,6 @@ static void id_put(struct upg_pool *pool, uint32_t id)
 	pthread_mutex_unlock(&pool->id_lock);
 }
 
-static void list_add(struct upg_pool *pool, uint32_t *head, uint32_t id)
-{
-	struct chunk *ch = &pool->chunks[id];
-
-	ch->prev = NO_CHUNK;
-	ch->next = *head;
-	if (*head != NO_CHUNK)
-		pool->chunks[*head].prev = id;
-	*head = id;
-}
-
-static void list_del(struct upg_pool *pool, uint32_t *head, uint32_t id)
-{
-	struct chunk *ch = &pool->chunks[id];
-
-	if (ch->prev != NO_CHUNK)
-		pool->chunks[ch->prev].next = ch->next;
-	else
-		*head = ch->next;
-	if (ch->next != NO_CHUNK)
-		pool->chunks[ch->next].prev = ch->prev;
-}
-
-/*
- * A chunk's group is written under its class lock and read without it by
- * upg_pool_move(), which only asks whether it is GROUP_EVAC: a state that
- * only compaction, on the caller's thread, sets and clears.
- */
-static void set_group(struct chunk *ch, unsigned g)
-{
-	__atomic_store_n(&ch->group, (uint8_t)g, __ATOMIC_RELAXED);
-}
-
 /* The list chunk @ch is on, or NULL. */
 static uint32_t *chunk_list(struct size_class *sc, const struct chunk *ch)
 {
@@ -425,7 +239,7 @@ static uint32_t *chunk_list(struct size_class *sc, const struct chunk *ch)
 }
 
 /* Move chunk @id to the list that matches its fullness (unless evacuated). */
-static void regroup(struct upg_pool *pool, struct size_class *sc, uint32_t id)
+void pool_regroup(struct upg_pool *pool, struct size_class *sc, uint32_t id)
 {
 	struct chunk *ch = &pool->chunks[id];
 	unsigned g = GROUP_FULL;
@@ -600,7 +414,7 @@ static int chunk_new(struct upg_pool *pool, unsigned c, uint32_t *out)
 	*ch = (struct chunk){ .free_head = NO_OBJ, .cls = (uint8_t)c };
 	set_group(ch, GROUP_NONE);
 	__atomic_store_n(&ch->base, base, __ATOMIC_RELEASE);
-	regroup(pool, sc, id);
+	pool_regroup(pool, sc, id);
 	*out = id;
 	return 0;
 }
@@ -647,11 +461,6 @@ static void chunk_release(struct upg_pool *pool, struct size_class *sc,
 /* ---------------------------------------------------------------------- */
 /* Objects */
 
-static char *slot_addr(const struct size_class *sc, char *base, unsigned idx)
-{
-	return base + (size_t)idx * sc->size;
-}
-
 /* Take a slot from chunk @id. Caller holds the class lock; chunk not full. */
 static unsigned chunk_take(struct upg_pool *pool, struct size_class *sc,
 			   uint32_t id)
@@ -668,7 +477,7 @@ static unsigned chunk_take(struct upg_pool *pool, struct size_class *sc,
 		idx = ch->fresh++;
 	}
 	ch->inuse++;
-	regroup(pool, sc, id);
+	pool_regroup(pool, sc, id);
 	return idx;
 }
 
@@ -676,8 +485,8 @@ static unsigned chunk_take(struct upg_pool *pool, struct size_class *sc,
  * Allocate one object of class @c, in a new chunk if none has room and
  * @grow. Return: 0, -ENOSPC, -ENOMEM, or -EAGAIN (no room, !@grow).
  */
-static int obj_alloc(struct upg_pool *pool, unsigned c, bool grow, uint32_t *id,
-		     unsigned *idx)
+int pool_obj_alloc(struct upg_pool *pool, unsigned c, bool grow, uint32_t *id,
+		   unsigned *idx)
 {
 	struct size_class *sc = &pool->cls[c];
 	uint32_t cid;
@@ -698,8 +507,8 @@ out_unlock:
 }
 
 /* Free a slot; a chunk left empty is parked if @park, else unmapped. */
-static void obj_free(struct upg_pool *pool, unsigned c, uint32_t id,
-		     unsigned idx, bool park)
+void pool_obj_free(struct upg_pool *pool, unsigned c, uint32_t id, unsigned idx,
+		   bool park)
 {
 	struct size_class *sc = &pool->cls[c];
 	struct chunk *ch = &pool->chunks[id];
@@ -715,24 +524,17 @@ static void obj_free(struct upg_pool *pool, unsigned c, uint32_t id,
 	if (--ch->inuse == 0)
 		dead = chunk_retire(pool, sc, id);
 	else
-		regroup(pool, sc, id);
+		pool_regroup(pool, sc, id);
 	pthread_mutex_unlock(&sc->lock);
 	if (dead)
 		chunk_release(pool, sc, id, dead, park);
-}
-
-/* Whether @h is well-formed for an object (kind, length and chunk id). */
-static bool obj_handle_valid(uint64_t h)
-{
-	return (h & H_KIND_MASK) != 0 && h_len(h) > 0 &&
-	       h_chunk(h) < MAX_CHUNKS && h >> UPG_POOL_HANDLE_BITS == 0;
 }
 
 /*
  * The bytes of the object behind @h, or NULL for a handle that names no
  * live chunk. Lock-free: see the file comment.
  */
-static const char *obj_ptr(struct upg_pool *pool, uint64_t h)
+const char *pool_obj_ptr(struct upg_pool *pool, uint64_t h)
 {
 	uint32_t id = h_chunk(h);
 	unsigned idx = h_idx(h);
@@ -755,7 +557,7 @@ static int store_object(struct upg_pool *pool, enum upg_pool_kind kind,
 	uint32_t id;
 	int ret;
 
-	ret = obj_alloc(pool, c, true, &id, &idx);
+	ret = pool_obj_alloc(pool, c, true, &id, &idx);
 	if (ret)
 		return ret;
 	memcpy(slot_addr(&pool->cls[c], pool->chunks[id].base, idx), src,
@@ -798,7 +600,7 @@ int upg_pool_load(struct upg_pool *pool, uint64_t handle, void *page)
 		upg_page_fill(page, word);
 		return 0;
 	}
-	obj = obj_ptr(pool, handle);
+	obj = pool_obj_ptr(pool, handle);
 	if (!obj)
 		return -EIO;
 	if (upg_pool_kind(handle) == UPG_POOL_RAW) {
@@ -812,7 +614,7 @@ int upg_pool_object(struct upg_pool *pool, uint64_t handle, const void **obj)
 {
 	if (upg_pool_kind(handle) == UPG_POOL_SAME)
 		return -EINVAL;
-	*obj = obj_ptr(pool, handle);
+	*obj = pool_obj_ptr(pool, handle);
 	return *obj ? h_len(handle) : -EIO;
 }
 
@@ -825,7 +627,7 @@ bool upg_pool_equal(struct upg_pool *pool, uint64_t handle, const void *page)
 	if (upg_pool_kind(handle) == UPG_POOL_SAME)
 		return !same_decode(pool, handle, &word) &&
 		       upg_page_same_filled(page, &w) && w == word;
-	obj = obj_ptr(pool, handle);
+	obj = pool_obj_ptr(pool, handle);
 	if (!obj)
 		return false;
 	if (upg_pool_kind(handle) == UPG_POOL_RAW)
@@ -847,149 +649,9 @@ void upg_pool_free(struct upg_pool *pool, uint64_t handle)
 	}
 	if (!obj_handle_valid(handle))
 		return;
-	obj_free(pool, len_class(h_len(handle)), h_chunk(handle), h_idx(handle),
-		 true);
+	pool_obj_free(pool, len_class(h_len(handle)), h_chunk(handle),
+		      h_idx(handle), true);
 	stats_account(pool, kind, h_len(handle), -1);
-}
-
-/* ---------------------------------------------------------------------- */
-/*
- * Compaction. Random frees leave holes in every chunk, and a chunk is only
- * given back when its last object goes: after the pool shrinks, or as it
- * swings under a steady load, its chunks hold a few per cent of free slots
- * (4% measured at 1 GiB, uniform), memory zsmalloc would give back by
- * compaction. Objects can move only under their owner's page lock, which
- * the pool does not know, so the caller drives it: begin() takes the
- * sparsest chunks whose objects the other chunks' free slots can hold off
- * the fullness lists (no store goes there any more), the caller finds
- * their owners and moves each object with upg_pool_move() into the other
- * chunks, and end() puts back what is left (objects whose owner was busy).
- */
-
-/*
- * Take the sparsest chunks of @sc whose objects fit in the free slots of
- * its other non-full chunks, at most *@budget bytes of objects, off the
- * fullness lists. Caller holds the class lock. Return: chunks taken. (If
- * stores meanwhile use up the room, the last objects stay, and with them
- * their chunk.)
- */
-static unsigned class_evacuate(struct upg_pool *pool, struct size_class *sc,
-			       uint64_t *budget)
-{
-	uint32_t *count = pool->evac_count;
-	uint64_t room = 0, take, moved = 0;
-	unsigned g, t, last_n, taken = 0;
-	uint32_t id, next;
-
-	memset(count, 0, (sc->cap + 1U) * sizeof(*count));
-	for (g = 0; g < NR_GROUPS; g++)
-		for (id = sc->head[g]; id != NO_CHUNK;
-		     id = pool->chunks[id].next) {
-			room += sc->cap - pool->chunks[id].inuse;
-			count[pool->chunks[id].inuse]++;
-		}
-	/* Each chunk taken uses up exactly cap slots of room: its own free
-	 * ones and, elsewhere, one per object it holds. */
-	take = room / sc->cap;
-	if (!take)
-		return 0;
-	/* The sparsest @take: all with fewer than t objects, last_n with t. */
-	for (t = 0; t < sc->cap && count[t] < take; t++)
-		take -= count[t];
-	last_n = (unsigned)take;
-	for (g = 0; g < NR_GROUPS; g++)
-		for (id = sc->head[g]; id != NO_CHUNK; id = next) {
-			struct chunk *ch = &pool->chunks[id];
-
-			next = ch->next;
-			if (ch->inuse > t || (ch->inuse == t && !last_n))
-				continue;
-			if (moved + (uint64_t)ch->inuse * sc->size > *budget)
-				goto out;
-			if (ch->inuse == t)
-				last_n--;
-			list_del(pool, &sc->head[g], id);
-			list_add(pool, &sc->evac, id);
-			set_group(ch, GROUP_EVAC);
-			stat_add(&pool->evac_left, ch->inuse);
-			moved += (uint64_t)ch->inuse * sc->size;
-			taken++;
-		}
-out:
-	*budget -= moved;
-	return taken;
-}
-
-uint64_t upg_pool_compact_begin(struct upg_pool *pool, uint64_t max_bytes)
-{
-	for (unsigned c = 0; c < NR_CLASSES && max_bytes; c++) {
-		struct size_class *sc = &pool->cls[c];
-
-		pthread_mutex_lock(&sc->lock);
-		class_evacuate(pool, sc, &max_bytes);
-		pthread_mutex_unlock(&sc->lock);
-	}
-	return upg_pool_compact_left(pool);
-}
-
-uint64_t upg_pool_compact_left(struct upg_pool *pool)
-{
-	return stat_get(&pool->evac_left);
-}
-
-bool upg_pool_moving(struct upg_pool *pool, uint64_t h)
-{
-	return upg_pool_kind(h) != UPG_POOL_SAME && obj_handle_valid(h) &&
-	       __atomic_load_n(&pool->chunks[h_chunk(h)].group,
-			       __ATOMIC_RELAXED) == GROUP_EVAC;
-}
-
-int upg_pool_move(struct upg_pool *pool, uint64_t h, uint64_t *nh)
-{
-	enum upg_pool_kind kind = upg_pool_kind(h);
-	unsigned c, idx;
-	const char *obj;
-	uint32_t id;
-	int len, ret;
-
-	if (!upg_pool_moving(pool, h))
-		return 0;
-	obj = obj_ptr(pool, h);
-	if (!obj)
-		return -EIO;
-	len = h_len(h);
-	c = len_class(len);
-	ret = obj_alloc(pool, c, false, &id, &idx);
-	if (ret)
-		return ret;
-	memcpy(slot_addr(&pool->cls[c], pool->chunks[id].base, idx), obj,
-	       (size_t)len);
-	*nh = obj_handle(kind, id, idx, kind == UPG_POOL_RAW ? 0 : len);
-	obj_free(pool, c, h_chunk(h), h_idx(h), false);
-	return 1;
-}
-
-uint64_t upg_pool_compact_end(struct upg_pool *pool)
-{
-	uint64_t freed = pool->evac_freed;
-
-	for (unsigned c = 0; c < NR_CLASSES; c++) {
-		struct size_class *sc = &pool->cls[c];
-		uint32_t id;
-
-		pthread_mutex_lock(&sc->lock);
-		while ((id = sc->evac) != NO_CHUNK) {
-			struct chunk *ch = &pool->chunks[id];
-
-			list_del(pool, &sc->evac, id);
-			stat_add(&pool->evac_left, -(int64_t)ch->inuse);
-			set_group(ch, GROUP_NONE);
-			regroup(pool, sc, id);
-		}
-		pthread_mutex_unlock(&sc->lock);
-	}
-	pool->evac_freed = 0;
-	return freed;
 }
 
 void upg_pool_set_max(struct upg_pool *pool, size_t max_bytes)
