@@ -53,8 +53,9 @@ static bool holes_excess(struct upg *u, const struct upg_pool_stats *ps)
 
 /*
  * Whether the empty chunks the pool keeps mapped for reuse pass
- * COMPACT_MIN_BYTES while write-back is not near (the pool below a quarter of its
- * limit; write-back starts at three quarters and stops at half).
+ * COMPACT_MIN_BYTES while write-back is not near (the pool below a
+ * quarter of its limit; write-back starts at three quarters and stops at
+ * half).
  * Write-back empties whole chunks by the thousand and unmapping each
  * costs a TLB shootdown, so they are parked for the next stores; without
  * it they pile up anyway where the sizes freed and stored differ (a scan:
