@@ -39,9 +39,9 @@
  * both); only a class lock is ever held across mmap or munmap. A class
  * lock protects its fullness lists and all metadata of its chunks except
  * @base; id_lock protects the free chunk-id list. The interned-word table
- * has its own lock, never held with another. Loads and comparisons take no lock: the caller
- * guarantees that nobody frees the handle meanwhile, so the chunk is mapped
- * and its slot is stable; the chunk table is mapped once for MAX_CHUNKS
+ * has its own lock, never held with another. Loads and comparisons take
+ * no lock: the caller guarantees that nobody frees the handle meanwhile,
+ * so the chunk is mapped and its slot is stable; the chunk table is mapped once for MAX_CHUNKS
  * entries and never moves, and @base is published with release before the
  * handle exists.
  *
