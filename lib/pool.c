@@ -36,14 +36,14 @@
  *           bits 27-55 chunk id
  *
  * Locking. Lock order: class lock, then the stash lock or id_lock (never
- * both); only a class lock is ever held across mmap or munmap. A class
- * lock protects its fullness lists and all metadata of its chunks except
- * @base; id_lock protects the free chunk-id list. The interned-word table
- * has its own lock, never held with another. Loads and comparisons take
- * no lock: the caller guarantees that nobody frees the handle meanwhile,
- * so the chunk is mapped and its slot is stable; the chunk table is mapped once for MAX_CHUNKS
- * entries and never moves, and @base is published with release before the
- * handle exists.
+ * both); only a class lock is ever held across mmap or munmap. A class lock
+ * protects its fullness lists and all metadata of its chunks except @base;
+ * id_lock protects the free chunk-id list. The interned-word table has its
+ * own lock, never held with another. Loads and comparisons take no lock: the
+ * caller guarantees that nobody frees the handle meanwhile, so the chunk is
+ * mapped and its slot is stable; the chunk table is mapped once for
+ * MAX_CHUNKS entries and never moves, and @base is published with release
+ * before the handle exists.
  *
  * Invariants. stats.used_bytes is the size of all mapped chunks and never
  * exceeds stats.max_bytes at the time the chunk was mapped (it is reserved
