@@ -91,7 +91,15 @@ uint64_t upg_compact_wait_ns(struct upg *u)
 
 	if (!compact_wanted(u))
 		return 0;
-	return since >= COMPACT_PERIOD_NS ? 1 : COMPACT_PERIOD_NS - since;
+	return since >= COMPACT_PERIOD_NS ? UPG_COMPACT_DUE
+					  : COMPACT_PERIOD_NS - since;
+}
+
+/* Whether entry value @v holds a pool object that compaction moves. */
+static bool moving(struct upg *u, uint64_t v)
+{
+	return (v & PTE_COPY) && !(v & PTE_SWAP) &&
+	       upg_pool_moving(u->pool, pte_payload(v));
 }
 
 /*
@@ -104,15 +112,10 @@ static bool move_entry(struct upg *u, struct upg_region *r, size_t idx)
 	uint64_t v, nh, keep = (1ULL << PTE_PAYLOAD_SHIFT) - 1;
 	int ret;
 
-	v = atomic_load_explicit(p, memory_order_relaxed);
-	if (!(v & PTE_COPY) || (v & PTE_SWAP) ||
-	    !upg_pool_moving(u->pool, pte_payload(v)))
+	if (!moving(u, atomic_load_explicit(p, memory_order_relaxed)) ||
+	    !pte_trylock(p, &v))
 		return false;
-	if (!pte_trylock(p, &v))
-		return false;
-	ret = (v & PTE_COPY) && !(v & PTE_SWAP)
-		      ? upg_pool_move(u->pool, pte_payload(v), &nh)
-		      : 0;
+	ret = moving(u, v) ? upg_pool_move(u->pool, pte_payload(v), &nh) : 0;
 	if (ret == 1)
 		v = (v & keep) | nh << PTE_PAYLOAD_SHIFT;
 	upg_page_publish(u, r, idx, pte_state(v), v);
@@ -164,7 +167,7 @@ bool upg_compact_run(struct upg *u)
 	upg_free_dropped(u); /* their chunks could not empty */
 	upg_pool_get_stats(u->pool, &ps);
 	if (parked_excess(&ps)) {
-		upg_pool_trim_to(u->pool, 0);
+		upg_pool_trim(u->pool);
 		upg_pool_get_stats(u->pool, &after);
 		freed += ps.parked_bytes -
 			 MIN(ps.parked_bytes, after.parked_bytes);

@@ -1167,7 +1167,8 @@ static void *evictor_main(void *arg)
 			stalled = !evict_pass(u) && above_high(u) &&
 				  !atomic_load(&u->overrun);
 			pthread_mutex_lock(&u->ev_lock);
-		} else if (!stalled && upg_compact_wait_ns(u) == 1) {
+		} else if (!stalled &&
+			   upg_compact_wait_ns(u) == UPG_COMPACT_DUE) {
 			atomic_store(&u->ev_idle, false);
 			pthread_mutex_unlock(&u->ev_lock);
 			upg_compact_run(u);

@@ -666,11 +666,6 @@ void upg_pool_trim(struct upg_pool *pool)
 	stash_trim(pool, 0);
 }
 
-void upg_pool_trim_to(struct upg_pool *pool, uint64_t keep)
-{
-	stash_trim(pool, keep);
-}
-
 void upg_pool_get_stats(struct upg_pool *pool, struct upg_pool_stats *s)
 {
 	const struct upg_pool_stats *st = &pool->st;

@@ -57,9 +57,6 @@ void upg_pool_set_max(struct upg_pool *pool, size_t max_bytes);
  */
 void upg_pool_trim(struct upg_pool *pool);
 
-/* upg_pool_trim_to() - unmap parked chunks down to @keep bytes of them */
-void upg_pool_trim_to(struct upg_pool *pool, uint64_t keep);
-
 /*
  * upg_pool_store() - store one 4 KiB page
  * Return: enum upg_pool_kind (>= 0) with *@handle set, -ENOSPC when the pool

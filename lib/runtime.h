@@ -287,18 +287,19 @@ void upg_evict_set_watermarks(struct upg *u);
 int upg_wb_init(struct upg *u);
 int upg_wb_restart(struct upg *u);
 void upg_wb_run(struct upg *u);
+void upg_wb_stop(struct upg *u);
 
 /*
  * Pool compaction (compact.c), evictor only but for upg_compact_kick():
  * upg_compact_run() compacts if the pool's holes are worth it and the
  * last run is old enough (return: whether it ran); upg_compact_wait_ns()
- * is how long until a wanted run may start (0: none wanted);
- * upg_compact_kick() wakes an idle evictor when one is wanted (after a
- * discard freed pool objects).
+ * is how long until a wanted run may start (0: none wanted,
+ * UPG_COMPACT_DUE: now); upg_compact_kick() wakes an idle evictor when
+ * one is wanted (after a discard freed pool objects).
  */
+#define UPG_COMPACT_DUE 1ULL
 bool upg_compact_run(struct upg *u);
 uint64_t upg_compact_wait_ns(struct upg *u);
 void upg_compact_kick(struct upg *u);
-void upg_wb_stop(struct upg *u);
 
 #endif

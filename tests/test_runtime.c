@@ -237,13 +237,14 @@ Test(runtime, discard_reads_zero_and_frees_copies)
 }
 
 /*
- * Fill @len of text under an 8 MiB budget, discard three pages of every
- * four (the pool's chunks keep a quarter of their objects each) and wait
- * up to 3 s for the pool to give memory back. Return: pool bytes used
- * after the discards, over the bytes used before them.
+ * Fill 64 MiB of text under an 8 MiB budget, discard every page but one in
+ * @keep (all of them if @keep is 0) and wait up to 3 s for the pool to
+ * shrink below @wait_for of its size. Kept pages must still hold their
+ * data. Return: pool bytes used then over bytes used before the discards;
+ * *@end the statistics then.
  */
-static double pool_left_after_thinning(const char *const *opts,
-				       struct upg_stats *end)
+static double pool_left_after_discards(const char *const *opts, size_t keep,
+				       double wait_for, struct upg_stats *end)
 {
 	struct upg *u = t_runtime(8 * MiB, opts);
 	size_t n = 64 * MiB / PAGE;
@@ -252,23 +253,24 @@ static double pool_left_after_thinning(const char *const *opts,
 
 	t_fill(m, n, T_TEXT);
 	before = t_stats(u).pool_used_bytes;
-	cr_assert_gt(before, 8 * MiB);
+	cr_assert_gt(before, 16 * MiB);
 	for (size_t i = 0; i < n; i++)
-		if (i % 4)
+		if (!keep || i % keep)
 			cr_assert_eq(upg_discard(u, m + i * PAGE, PAGE), 0);
 	for (int t = 0; t < 300; t++) {
 		*end = t_stats(u);
-		if (end->pool_used_bytes < before / 2)
+		if (end->pool_used_bytes < wait_for * (double)before)
 			break;
 		usleep(10000);
 	}
-	for (size_t i = 0; i < n; i += 4)
+	for (size_t i = 0; keep && i < n; i += keep)
 		cr_assert(t_page_check(m + i * PAGE, T_TEXT, i, 0), "page %zu",
 			  i);
 	upg_destroy(u);
 	return (double)end->pool_used_bytes / (double)before;
 }
 
+/* Three pages of four discarded: every chunk keeps a quarter. */
 Test(runtime, pool_gives_back_memory_after_frees)
 {
 	const char *const off[] = { "POOL_COMPACT=off", NULL };
@@ -276,11 +278,11 @@ Test(runtime, pool_gives_back_memory_after_frees)
 	double left;
 
 	/* Without compaction nearly every chunk still holds objects. */
-	left = pool_left_after_thinning(off, &s);
+	left = pool_left_after_discards(off, 4, 0.5, &s);
 	cr_assert_gt(left, 0.6, "without compaction %.2f left", left);
 	cr_assert_eq(s.pool_compactions, 0);
 
-	left = pool_left_after_thinning(NULL, &s);
+	left = pool_left_after_discards(NULL, 4, 0.5, &s);
 	cr_assert_leq(left, 0.4, "%.2f of the pool left", left);
 	cr_assert_gt(s.pool_compactions, 0);
 	cr_assert_gt(s.pool_compact_moved, 0);
@@ -288,37 +290,19 @@ Test(runtime, pool_gives_back_memory_after_frees)
 	cr_assert_lt(s.pool_hole_bytes, s.pool_used_bytes / 4);
 }
 
-/*
- * Discard all of @len of evicted text: every chunk empties and is parked
- * for reuse. Return: the pool's bytes after waiting up to 3 s for them to
- * be given back.
- */
-static uint64_t pool_after_discarding_all(const char *const *opts)
-{
-	struct upg *u = t_runtime(8 * MiB, opts);
-	char *m = t_region(u, 64 * MiB);
-	struct upg_stats s;
-
-	t_fill(m, 64 * MiB / PAGE, T_TEXT);
-	cr_assert_gt(t_stats(u).pool_used_bytes, 16 * MiB);
-	cr_assert_eq(upg_discard(u, m, 64 * MiB), 0);
-	s = t_stats(u);
-	cr_assert_eq(s.pool_objects, 0);
-	for (int t = 0; t < 300 && s.pool_used_bytes > 2 * MiB; t++) {
-		usleep(10000);
-		s = t_stats(u);
-	}
-	upg_destroy(u);
-	return s.pool_used_bytes;
-}
-
+/* Everything discarded: every chunk empties and is parked for reuse. */
 Test(runtime, parked_chunks_given_back_without_write_back)
 {
 	const char *const off[] = { "POOL_COMPACT=off", NULL };
+	struct upg_stats s;
+	double left;
 
-	cr_assert_gt(pool_after_discarding_all(off), 16 * MiB,
-		     "the chunks were not parked");
-	cr_assert_leq(pool_after_discarding_all(NULL), 2 * MiB);
+	left = pool_left_after_discards(off, 0, 0.1, &s);
+	cr_assert_gt(left, 0.6, "the chunks were not parked: %.2f left", left);
+	cr_assert_eq(s.pool_objects, 0);
+	left = pool_left_after_discards(NULL, 0, 0.1, &s);
+	cr_assert_leq(left, 0.1, "%.2f of the pool left", left);
+	cr_assert_eq(s.pool_parked_bytes, s.pool_used_bytes);
 }
 
 Test(runtime, budget_shrink_evicts_down_and_grow_refills)
