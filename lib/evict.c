@@ -1042,8 +1042,12 @@ static size_t evict_batch(struct upg *u)
 		k = chunk_group(v, i, n);
 		evicted += evict_chunk(u, v + i, k);
 	}
-	pthread_rwlock_unlock(&u->regions_lock);
+	/*
+	 * Under the lock: upg_release() must not find these pages evicted
+	 * and still charged (the charge would outlive the region).
+	 */
 	upg_uncharge(u, (long)evicted);
+	pthread_rwlock_unlock(&u->regions_lock);
 	upg_stat_add(upg_evictor_stats(u), UPG_STAT_evict_pages, evicted);
 	upg_stat_inc(upg_evictor_stats(u), UPG_STAT_evict_batches);
 	upg_stat_time(upg_evictor_stats(u), UPG_HIST_evict, upg_now_ns() - t0);

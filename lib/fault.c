@@ -292,6 +292,18 @@ static long install(struct upg *u, char *dst, const char *src, size_t len,
 }
 
 /*
+ * Note that @run's stream has reached its page @k - 1. Before install():
+ * the install wakes the thread, which may fault on the next page before
+ * the handler returns from the ioctl; a stream noted only afterwards
+ * would then look random and restart at one page.
+ */
+static void stream_reach(struct run *run, size_t k)
+{
+	atomic_store_explicit(&run->r->stream[run->stream].last,
+			      run->idx + k - 1, memory_order_release);
+}
+
+/*
  * After install(): keep pages [0, k) with their new entries, unlock the
  * rest unchanged, and settle the charge. Return: k.
  */
@@ -307,10 +319,25 @@ static size_t settle(struct upg_handler *h, struct run *run, long ret,
 				 pte_state(run->old[i]), val[i]);
 	release_run(u, run, k);
 	upg_uncharge(u, (long)(n - k));
-	if (k)
-		atomic_store_explicit(&run->r->stream[run->stream].last,
-				      run->idx + k - 1, memory_order_relaxed);
+	if (k && k < n)
+		stream_reach(run, k);
 	return k;
+}
+
+/*
+ * Count a fault by its kind @id before install() wakes the thread: once
+ * the access has completed, the program's statistics include it, however
+ * long the handler then waits for a CPU (an idle one may wait long).
+ */
+static void count_fault(struct upg_handler *h, enum upg_stat_id id)
+{
+	upg_stat_inc(h->stats, id);
+}
+
+/* ... and take it back when nothing could be installed. */
+static void uncount_fault(struct upg_handler *h, enum upg_stat_id id)
+{
+	upg_stat_add(h->stats, id, (uint64_t)-1);
 }
 
 /*
@@ -350,13 +377,16 @@ static void resolve_zero(struct upg_handler *h, struct run *run, bool write)
 		return install_failed(h, dst, -EAGAIN);
 	for (size_t i = 0; i < run->n; i++)
 		val[i] = pte_make(PTE_RESIDENT, PTE_REF, 0);
+	stream_reach(run, run->n);
+	count_fault(h, UPG_STAT_fault_zero);
 	/* A write needs a private page anyway; a read can share the zero page. */
 	ret = install(u, dst, write ? h->zero : NULL, run->n << UPG_PAGE_SHIFT,
 		      false, h->zero);
 	k = settle(h, run, ret, val);
-	if (!k)
+	if (!k) {
+		uncount_fault(h, UPG_STAT_fault_zero);
 		return install_failed(h, dst, ret);
-	upg_stat_inc(h->stats, UPG_STAT_fault_zero);
+	}
 	upg_stat_add(h->stats, UPG_STAT_fault_around_zero, k - 1);
 }
 
@@ -504,8 +534,6 @@ static void count_restore(struct upg_handler *h, uint64_t first, size_t k,
 {
 	bool same = upg_pool_kind(pte_payload(first)) == UPG_POOL_SAME;
 
-	upg_stat_inc(h->stats,
-		     same ? UPG_STAT_fault_same : UPG_STAT_fault_pool);
 	upg_stat_add(h->stats, UPG_STAT_refault, k);
 	upg_stat_add(h->stats, UPG_STAT_fault_around_pool, k - 1);
 	upg_stat_time(h->stats, same ? UPG_HIST_same : UPG_HIST_pool,
@@ -628,7 +656,6 @@ static void swap_failed(struct upg_handler *h, struct run *run, int err)
 
 static void count_swapin(struct upg_handler *h, size_t k, uint64_t t0)
 {
-	upg_stat_inc(h->stats, UPG_STAT_fault_swap);
 	upg_stat_add(h->stats, UPG_STAT_refault, k);
 	upg_stat_add(h->stats, UPG_STAT_swap_ra_pages, k - 1);
 	upg_stat_time(h->stats, UPG_HIST_swap, upg_now_ns() - t0);
@@ -643,6 +670,16 @@ static void gather(struct upg_handler *h, struct run *run, bool swapped)
 	release_run(u, run, (size_t)charge_or_wait(h, (long)run->n));
 }
 
+/* The counter of a fault on evicted page @v. */
+static enum upg_stat_id fault_kind(uint64_t v)
+{
+	if (v & PTE_SWAP)
+		return UPG_STAT_fault_swap;
+	if (upg_pool_kind(pte_payload(v)) == UPG_POOL_SAME)
+		return UPG_STAT_fault_same;
+	return UPG_STAT_fault_pool;
+}
+
 static void resolve_evicted(struct upg_handler *h, struct run *run, bool write,
 			    uint64_t t0)
 {
@@ -650,6 +687,7 @@ static void resolve_evicted(struct upg_handler *h, struct run *run, bool write,
 	uint64_t val[UPG_CLUSTER_MAX];
 	uint64_t first = run->old[0];
 	bool swapped = first & PTE_SWAP;
+	enum upg_stat_id kind = fault_kind(first);
 	size_t n, k;
 	long ret;
 	int err;
@@ -668,10 +706,14 @@ static void resolve_evicted(struct upg_handler *h, struct run *run, bool write,
 		return restore_failed(h, run);
 	upg_uncharge(u, (long)(n - run->n));
 	entries_after_load(h, run, write, val);
+	stream_reach(run, run->n);
+	count_fault(h, kind);
 	ret = install_loaded(h, run, val);
 	k = settle(h, run, ret, val);
-	if (!k)
+	if (!k) {
+		uncount_fault(h, kind);
 		return install_failed(h, region_addr(run->r, run->idx), ret);
+	}
 	/* Installed pages that were not kept clean lose their stored copy. */
 	for (size_t i = 0; i < k; i++)
 		if (!(val[i] & PTE_COPY))

@@ -188,7 +188,8 @@ Test(runtime, release_frees_everything_stored)
 	cr_expect_gt(t_stats(u).pool_objects, 0);
 	cr_expect_eq(upg_release(u, m), 0);
 	cr_expect_eq(t_stats(u).pool_objects, 0);
-	cr_expect_eq(t_stats(u).resident, 0);
+	cr_expect_eq(t_stats(u).resident, 0, "resident %lu",
+		     (unsigned long)t_stats(u).resident);
 	cr_expect_eq(upg_release(u, m), -ENOENT);
 	upg_destroy(u);
 }
@@ -1019,7 +1020,9 @@ Test(runtime, idle_handlers_raised_when_cpus_busy, .timeout = 120)
 	for (unsigned i = 0; i < nhogs; i++)
 		pthread_join(th[i], NULL);
 	cr_expect_geq(st.handler_raises, 1, "handlers never raised");
-	cr_expect_geq(st.fault_zero, NPAGES / 2);
+	/* Each fault is counted before its thread runs on (CLUSTER=1). */
+	cr_expect_eq(st.fault_zero, NPAGES, "%lu of %d faults counted",
+		     (unsigned long)st.fault_zero, NPAGES);
 	cr_expect_eq(t_verify(r, NPAGES, T_TEXT), 0);
 	upg_destroy(u);
 }
