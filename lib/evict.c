@@ -525,6 +525,22 @@ bool upg_evict_help(struct upg *u, struct upg_stat_shard *st)
 	return helped;
 }
 
+/* testing.h: a batch's victims are ready to store. */
+static void test_store(struct upg *u, size_t n)
+{
+	upg_test_store_fn fn =
+		__atomic_load_n(&u->test_store, __ATOMIC_ACQUIRE);
+
+	if (fn)
+		fn(u->test_store_arg, n);
+}
+
+void upg_test_store_hook(struct upg *u, upg_test_store_fn fn, void *arg)
+{
+	u->test_store_arg = arg;
+	__atomic_store_n(&u->test_store, fn, __ATOMIC_RELEASE);
+}
+
 /* Store @n items, with help if any comes. */
 static void store_items(struct upg *u, struct upg_store_item *item, size_t n)
 {
@@ -535,6 +551,7 @@ static void store_items(struct upg *u, struct upg_store_item *item, size_t n)
 	atomic_store(&u->job.next, 0);
 	atomic_store(&u->job.done, 0);
 	atomic_store(&u->job.active, true);
+	test_store(u, n);
 	job_work(u, st, false);
 	atomic_store(&u->job.active, false);
 	job_join(u);

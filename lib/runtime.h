@@ -110,6 +110,8 @@ struct upg {
 	char *chunk_staging; /* one 2 MiB-aligned chunk, for mremap */
 	upg_test_remap_fn test_remap; /* testing.h */
 	void *test_remap_arg;
+	upg_test_store_fn test_store;
+	void *test_store_arg;
 	bool remap;	      /* evict scattered pages with mremap */
 	struct upg_io *ev_io; /* the evictor's ring (swap writes) */
 	char *wb_buf;	      /* UPG_WB_DEPTH batches: write-back staging */

@@ -21,4 +21,14 @@ typedef void (*upg_test_remap_fn)(void *arg, char *const *pageless, size_t n);
 UPG_API void upg_test_remap_hook(struct upg *u, upg_test_remap_fn fn,
 				 void *arg);
 
+/*
+ * Called by the evictor when a batch's @n victims are ready to be stored,
+ * before it stores any itself: threads that wait for room meanwhile may
+ * store them (upg_evict_help()).
+ */
+typedef void (*upg_test_store_fn)(void *arg, size_t n);
+
+UPG_API void upg_test_store_hook(struct upg *u, upg_test_store_fn fn,
+				 void *arg);
+
 #endif
