@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The runtime object shared by the fault handlers (fault.c), the evictor
- * (evict.c) and the API (runtime.c).
+ * The runtime object shared by the fault handlers (handler.c, fault.c),
+ * the evictor (evict.c) and the API (runtime.c).
  *
  * Lock order: regions_lock (rwlock) -> page locks (PTE_LOCK, in address
  * order within a batch) -> pool class locks. ev_lock only guards the
@@ -45,7 +45,7 @@ struct upg_handler {
 	bool started;
 	int cpu;
 	_Atomic uint64_t served; /* fault messages handled */
-	_Atomic bool parked;	 /* sleeping, not reading: see fault.c */
+	_Atomic bool parked;	 /* sleeping, not reading: see handler.c */
 	_Atomic pid_t tid;	 /* for the guard; 0 until the thread runs */
 	uint64_t seen_total;	 /* all handlers' faults at the last check */
 	uint64_t seen_served;	 /* ours at the last check */
@@ -145,7 +145,7 @@ struct upg {
 	unsigned nhandlers;
 	struct upg_handler *handlers;
 	_Atomic unsigned active_handlers;
-	/* UPG_IDLE_HANDLERS=auto: the guard thread, see fault.c */
+	/* UPG_IDLE_HANDLERS=auto: the guard thread, see handler.c */
 	pthread_t guard;
 	bool guard_started;
 	pthread_mutex_t guard_lock;
@@ -247,11 +247,22 @@ extern __thread unsigned upg_internal_depth
  */
 void upg_runtime_atfork_register(void);
 
-/* Fault handlers (fault.c). */
+/* Fault handler threads (handler.c). */
 int upg_fault_start(struct upg *u);
 void upg_fault_stop(struct upg *u);
 
 int upg_fault_restart(struct upg *u);
+/* Now and then, note the CPU of faulting thread @tid (parking). */
+void upg_handler_sample(struct upg_handler *h, uint32_t tid);
+
+/* Bytes of a handler's buf: the largest run. */
+static inline size_t upg_handler_buf_bytes(const struct upg *u)
+{
+	return (size_t)MAX(u->p.cluster, u->p.swap_readahead) << UPG_PAGE_SHIFT;
+}
+
+/* Resolve one userfaultfd message (fault.c). */
+void upg_fault_dispatch(struct upg_handler *h, const struct uffd_msg *m);
 
 /* The evictor (evict.c). */
 int upg_evict_start(struct upg *u);
