@@ -264,7 +264,7 @@ static inline size_t upg_handler_buf_bytes(const struct upg *u)
 /* Resolve one userfaultfd message (fault.c). */
 void upg_fault_dispatch(struct upg_handler *h, const struct uffd_msg *m);
 
-/* The evictor (evict.c). */
+/* The evictor (evict.c, evict_store.c). */
 int upg_evict_start(struct upg *u);
 int upg_evict_restart(struct upg *u);
 /* Hold the evictor between batches (fork), and let it go again. */
