@@ -68,13 +68,16 @@ struct upg_region {
 	/*
 	 * Fault-around and readahead: a few sequential streams (threads
 	 * scanning different parts at once), each the last page it brought
-	 * in and its window. Racy by design: a wrong guess costs one fault.
+	 * in, its window and when it last had a fault (@used, a tick of
+	 * @stream_tick); a new one takes the least recently used slot.
+	 * Racy by design: a wrong guess costs one fault.
 	 */
 	struct upg_stream {
 		_Atomic size_t last;
 		_Atomic unsigned window;
+		_Atomic uint64_t used;
 	} stream[UPG_STREAMS];
-	_Atomic unsigned stream_next; /* the slot a new stream takes */
+	_Atomic uint64_t stream_tick;
 };
 
 static inline uint64_t pte_state(uint64_t v)

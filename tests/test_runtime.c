@@ -953,6 +953,63 @@ Test(runtime, fault_around_follows_two_streams)
 	upg_destroy(u);
 }
 
+struct scatter {
+	char *base;
+	size_t pages;
+	_Atomic bool *stop;
+	_Atomic size_t touched;
+};
+
+/* Touch distinct pages, never two in a row: each one a random fault. */
+static void *scatter_main(void *arg)
+{
+	struct scatter *s = arg;
+
+	for (size_t i = 0; i < s->pages && !atomic_load(s->stop); i++) {
+		s->base[(i * 7919 % s->pages) * PAGE] = 1;
+		s->touched++;
+	}
+	return NULL;
+}
+
+/*
+ * A scan while another thread faults at random in the same region: the
+ * random faults must not take the scan's stream away (each one used to
+ * replace the streams in turn, so the scan's was lost every few faults and
+ * its window started again at one page).
+ */
+Test(runtime, fault_around_keeps_a_stream_among_random_faults)
+{
+	struct upg *u = t_runtime(512 * MiB, NULL);
+	char *m = t_region(u, 256 * MiB);
+	size_t scan_pages = 128 * MiB / PAGE;
+	_Atomic bool stop = false;
+	struct scan sc = { m, 128 * MiB };
+	struct scatter rnd = { m + 128 * MiB, 128 * MiB / PAGE, &stop, 0 };
+	pthread_t th[2];
+	struct upg_stats st;
+	double per_fault;
+
+	cr_assert_eq(pthread_create(&th[0], NULL, scatter_main, &rnd), 0);
+	for (int t = 0; t < 2000 && atomic_load(&rnd.touched) < 64; t++)
+		usleep(1000); /* the scan starts among random faults */
+	cr_assert_eq(pthread_create(&th[1], NULL, scan_main, &sc), 0);
+	pthread_join(th[1], NULL);
+	atomic_store(&stop, true);
+	pthread_join(th[0], NULL);
+	st = t_stats(u);
+	cr_assert_eq(st.fault_zero + st.fault_around_zero,
+		     scan_pages + rnd.touched);
+	cr_assert_gt(rnd.touched, 1000, "only %zu random faults",
+		     (size_t)rnd.touched);
+	per_fault = (double)scan_pages / (double)(st.fault_zero - rnd.touched);
+	cr_expect_gt(per_fault, 12.0,
+		     "%.1f pages per fault of the scan (cluster 16) among %zu "
+		     "random faults",
+		     per_fault, (size_t)rnd.touched);
+	upg_destroy(u);
+}
+
 /* The number of this process's threads whose name starts with @prefix. */
 static int threads_named(const char *prefix, int *policy)
 {
