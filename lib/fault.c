@@ -297,12 +297,7 @@ static long install(struct upg *u, char *dst, const char *src, size_t len,
 	return done ? (long)done : ret;
 }
 
-/*
- * Note that @run's stream has reached its page @k - 1. Before install():
- * the install wakes the thread, which may fault on the next page before
- * the handler returns from the ioctl; a stream noted only afterwards
- * would then look random and restart at one page.
- */
+/* Note that @run's stream has reached its page @k - 1. */
 static void stream_reach(struct run *run, size_t k)
 {
 	atomic_store_explicit(&run->r->stream[run->stream].last,
@@ -310,11 +305,26 @@ static void stream_reach(struct run *run, size_t k)
 }
 
 /*
+ * Before install(), which wakes the thread: note where the run's stream
+ * is (else the thread's next fault may come first, look random and
+ * restart the window at one page) and count the fault as @kind (once the
+ * access has completed the program's statistics include it, however long
+ * the handler then waits for a CPU: an idle one may wait long).
+ */
+static void before_install(struct upg_handler *h, struct run *run,
+			   enum upg_stat_id kind)
+{
+	stream_reach(run, run->n);
+	upg_stat_inc(h->stats, kind);
+}
+
+/*
  * After install(): keep pages [0, k) with their new entries, unlock the
- * rest unchanged, and settle the charge. Return: k.
+ * rest unchanged, settle the charge, and correct what before_install()
+ * said if fewer pages or none went in. Return: k.
  */
 static size_t settle(struct upg_handler *h, struct run *run, long ret,
-		     const uint64_t *val)
+		     const uint64_t *val, enum upg_stat_id kind)
 {
 	struct upg *u = h->u;
 	size_t k = ret > 0 ? (size_t)ret >> UPG_PAGE_SHIFT : 0;
@@ -327,23 +337,9 @@ static size_t settle(struct upg_handler *h, struct run *run, long ret,
 	upg_uncharge(u, (long)(n - k));
 	if (k && k < n)
 		stream_reach(run, k);
+	if (!k)
+		upg_stat_add(h->stats, kind, (uint64_t)-1);
 	return k;
-}
-
-/*
- * Count a fault by its kind @id before install() wakes the thread: once
- * the access has completed, the program's statistics include it, however
- * long the handler then waits for a CPU (an idle one may wait long).
- */
-static void count_fault(struct upg_handler *h, enum upg_stat_id id)
-{
-	upg_stat_inc(h->stats, id);
-}
-
-/* ... and take it back when nothing could be installed. */
-static void uncount_fault(struct upg_handler *h, enum upg_stat_id id)
-{
-	upg_stat_add(h->stats, id, (uint64_t)-1);
 }
 
 /*
@@ -383,16 +379,13 @@ static void resolve_zero(struct upg_handler *h, struct run *run, bool write)
 		return install_failed(h, dst, -EAGAIN);
 	for (size_t i = 0; i < run->n; i++)
 		val[i] = pte_make(PTE_RESIDENT, PTE_REF, 0);
-	stream_reach(run, run->n);
-	count_fault(h, UPG_STAT_fault_zero);
+	before_install(h, run, UPG_STAT_fault_zero);
 	/* A write needs a private page anyway; a read can share the zero page. */
 	ret = install(u, dst, write ? h->zero : NULL, run->n << UPG_PAGE_SHIFT,
 		      false, h->zero);
-	k = settle(h, run, ret, val);
-	if (!k) {
-		uncount_fault(h, UPG_STAT_fault_zero);
+	k = settle(h, run, ret, val, UPG_STAT_fault_zero);
+	if (!k)
 		return install_failed(h, dst, ret);
-	}
 	upg_stat_add(h->stats, UPG_STAT_fault_around_zero, k - 1);
 }
 
@@ -706,14 +699,11 @@ static void resolve_evicted(struct upg_handler *h, struct run *run, bool write,
 		return restore_failed(h, run);
 	upg_uncharge(u, (long)(n - run->n));
 	entries_after_load(h, run, write, val);
-	stream_reach(run, run->n);
-	count_fault(h, kind);
+	before_install(h, run, kind);
 	ret = install_loaded(h, run, val);
-	k = settle(h, run, ret, val);
-	if (!k) {
-		uncount_fault(h, kind);
+	k = settle(h, run, ret, val, kind);
+	if (!k)
 		return install_failed(h, region_addr(run->r, run->idx), ret);
-	}
 	/* Installed pages that were not kept clean lose their stored copy. */
 	for (size_t i = 0; i < k; i++)
 		if (!(val[i] & PTE_COPY))
