@@ -305,26 +305,55 @@ static void stream_reach(struct run *run, size_t k)
 }
 
 /*
+ * What a run's install counts: the fault as @fault, its other pages as
+ * @around and, for pages brought back, every page as a refault; and the
+ * time it took, in @hist.
+ */
+struct tally {
+	enum upg_stat_id fault, around;
+	bool refault;
+	enum upg_hist_id hist;
+};
+
+static const struct tally zero_tally = { UPG_STAT_fault_zero,
+					 UPG_STAT_fault_around_zero, false,
+					 UPG_HIST_zero };
+
+/* Add (or with @undo take back) @faults faults and @pages pages. */
+static void count_run(struct upg_handler *h, const struct tally *t,
+		      size_t faults, size_t pages, bool undo)
+{
+	uint64_t f = faults, a = pages - faults, p = pages;
+
+	if (undo)
+		f = -f, a = -a, p = -p;
+	upg_stat_add(h->stats, t->fault, f);
+	upg_stat_add(h->stats, t->around, a);
+	if (t->refault)
+		upg_stat_add(h->stats, UPG_STAT_refault, p);
+}
+
+/*
  * Before install(), which wakes the thread: note where the run's stream
  * is (else the thread's next fault may come first, look random and
- * restart the window at one page) and count the fault as @kind (once the
+ * restart the window at one page) and count the whole run (once the
  * access has completed the program's statistics include it, however long
  * the handler then waits for a CPU: an idle one may wait long).
  */
 static void before_install(struct upg_handler *h, struct run *run,
-			   enum upg_stat_id kind)
+			   const struct tally *t)
 {
 	stream_reach(run, run->n);
-	upg_stat_inc(h->stats, kind);
+	count_run(h, t, 1, run->n, false);
 }
 
 /*
  * After install(): keep pages [0, k) with their new entries, unlock the
- * rest unchanged, settle the charge, and correct what before_install()
- * said if fewer pages or none went in. Return: k.
+ * rest unchanged, settle the charge, and take back what before_install()
+ * noted and counted of the pages that did not go in. Return: k.
  */
 static size_t settle(struct upg_handler *h, struct run *run, long ret,
-		     const uint64_t *val, enum upg_stat_id kind)
+		     const uint64_t *val, const struct tally *t)
 {
 	struct upg *u = h->u;
 	size_t k = ret > 0 ? (size_t)ret >> UPG_PAGE_SHIFT : 0;
@@ -335,10 +364,11 @@ static size_t settle(struct upg_handler *h, struct run *run, long ret,
 				 pte_state(run->old[i]), val[i]);
 	release_run(u, run, k);
 	upg_uncharge(u, (long)(n - k));
-	if (k && k < n)
-		stream_reach(run, k);
-	if (!k)
-		upg_stat_add(h->stats, kind, (uint64_t)-1);
+	if (k < n) {
+		if (k)
+			stream_reach(run, k);
+		count_run(h, t, !k, n - k, true);
+	}
 	return k;
 }
 
@@ -364,13 +394,13 @@ static void install_failed(struct upg_handler *h, char *addr, long err)
 /* Resolution by kind                                                  */
 /* ------------------------------------------------------------------ */
 
-static void resolve_zero(struct upg_handler *h, struct run *run, bool write)
+static void resolve_zero(struct upg_handler *h, struct run *run, bool write,
+			 uint64_t t0)
 {
 	struct upg *u = h->u;
 	uint64_t val[UPG_CLUSTER_MAX];
 	char *dst = region_addr(run->r, run->idx);
 	long got, ret;
-	size_t k;
 
 	grow_run(u, run, fault_window(u, run));
 	got = charge_or_wait(h, (long)run->n);
@@ -379,14 +409,13 @@ static void resolve_zero(struct upg_handler *h, struct run *run, bool write)
 		return install_failed(h, dst, -EAGAIN);
 	for (size_t i = 0; i < run->n; i++)
 		val[i] = pte_make(PTE_RESIDENT, PTE_REF, 0);
-	before_install(h, run, UPG_STAT_fault_zero);
+	before_install(h, run, &zero_tally);
 	/* A write needs a private page anyway; a read can share the zero page. */
 	ret = install(u, dst, write ? h->zero : NULL, run->n << UPG_PAGE_SHIFT,
 		      false, h->zero);
-	k = settle(h, run, ret, val, UPG_STAT_fault_zero);
-	if (!k)
+	if (!settle(h, run, ret, val, &zero_tally))
 		return install_failed(h, dst, ret);
-	upg_stat_add(h->stats, UPG_STAT_fault_around_zero, k - 1);
+	upg_stat_time(h->stats, zero_tally.hist, upg_now_ns() - t0);
 }
 
 /*
@@ -528,17 +557,6 @@ static long install_loaded(struct upg_handler *h, struct run *run,
 	return done;
 }
 
-static void count_restore(struct upg_handler *h, uint64_t first, size_t k,
-			  uint64_t t0)
-{
-	bool same = upg_pool_kind(pte_payload(first)) == UPG_POOL_SAME;
-
-	upg_stat_add(h->stats, UPG_STAT_refault, k);
-	upg_stat_add(h->stats, UPG_STAT_fault_around_pool, k - 1);
-	upg_stat_time(h->stats, same ? UPG_HIST_same : UPG_HIST_pool,
-		      upg_now_ns() - t0);
-}
-
 /*
  * The stored copy of an evicted page is unreadable: the data is lost and
  * the page must not read as anything. Poison it (the access raises SIGBUS)
@@ -647,13 +665,6 @@ static void swap_failed(struct upg_handler *h, struct run *run, int err)
 	poison_lost(h, run);
 }
 
-static void count_swapin(struct upg_handler *h, size_t k, uint64_t t0)
-{
-	upg_stat_add(h->stats, UPG_STAT_refault, k);
-	upg_stat_add(h->stats, UPG_STAT_swap_ra_pages, k - 1);
-	upg_stat_time(h->stats, UPG_HIST_swap, upg_now_ns() - t0);
-}
-
 /* Lock the neighbours to restore with the faulting page, and charge. */
 static void gather(struct upg_handler *h, struct run *run, bool swapped)
 {
@@ -663,14 +674,19 @@ static void gather(struct upg_handler *h, struct run *run, bool swapped)
 	release_run(u, run, (size_t)charge_or_wait(h, (long)run->n));
 }
 
-/* The counter of a fault on evicted page @v. */
-static enum upg_stat_id fault_kind(uint64_t v)
+/* The counters of a fault on evicted page @v. */
+static struct tally evicted_tally(uint64_t v)
 {
 	if (v & PTE_SWAP)
-		return UPG_STAT_fault_swap;
+		return (struct tally){ UPG_STAT_fault_swap,
+				       UPG_STAT_swap_ra_pages, true,
+				       UPG_HIST_swap };
 	if (upg_pool_kind(pte_payload(v)) == UPG_POOL_SAME)
-		return UPG_STAT_fault_same;
-	return UPG_STAT_fault_pool;
+		return (struct tally){ UPG_STAT_fault_same,
+				       UPG_STAT_fault_around_pool, true,
+				       UPG_HIST_same };
+	return (struct tally){ UPG_STAT_fault_pool, UPG_STAT_fault_around_pool,
+			       true, UPG_HIST_pool };
 }
 
 static void resolve_evicted(struct upg_handler *h, struct run *run, bool write,
@@ -680,7 +696,7 @@ static void resolve_evicted(struct upg_handler *h, struct run *run, bool write,
 	uint64_t val[UPG_CLUSTER_MAX];
 	uint64_t first = run->old[0];
 	bool swapped = first & PTE_SWAP;
-	enum upg_stat_id kind = fault_kind(first);
+	struct tally t = evicted_tally(first);
 	size_t n, k;
 	long ret;
 	int err;
@@ -699,19 +715,16 @@ static void resolve_evicted(struct upg_handler *h, struct run *run, bool write,
 		return restore_failed(h, run);
 	upg_uncharge(u, (long)(n - run->n));
 	entries_after_load(h, run, write, val);
-	before_install(h, run, kind);
+	before_install(h, run, &t);
 	ret = install_loaded(h, run, val);
-	k = settle(h, run, ret, val, kind);
+	k = settle(h, run, ret, val, &t);
 	if (!k)
 		return install_failed(h, region_addr(run->r, run->idx), ret);
 	/* Installed pages that were not kept clean lose their stored copy. */
 	for (size_t i = 0; i < k; i++)
 		if (!(val[i] & PTE_COPY))
 			drop_copy_later(h, run->old[i]);
-	if (swapped)
-		count_swapin(h, k, t0);
-	else
-		count_restore(h, first, k, t0);
+	upg_stat_time(h->stats, t.hist, upg_now_ns() - t0);
 }
 
 /*
@@ -817,8 +830,7 @@ static void on_fault(struct upg_handler *h, const struct uffd_msg *m)
 	}
 	switch (pte_state(run.old[0])) {
 	case PTE_UNTOUCHED:
-		resolve_zero(h, &run, write);
-		upg_stat_time(h->stats, UPG_HIST_zero, upg_now_ns() - t0);
+		resolve_zero(h, &run, write, t0);
 		break;
 	case PTE_EVICTED:
 		resolve_evicted(h, &run, write, t0);

@@ -999,7 +999,11 @@ Test(runtime, fault_around_keeps_a_stream_among_random_faults)
 	pthread_join(th[0], NULL);
 	st = t_stats(u);
 	cr_assert_eq(st.fault_zero + st.fault_around_zero,
-		     scan_pages + rnd.touched);
+		     scan_pages + rnd.touched,
+		     "%llu + %llu pages in for %zu scanned and %zu touched",
+		     (unsigned long long)st.fault_zero,
+		     (unsigned long long)st.fault_around_zero, scan_pages,
+		     (size_t)rnd.touched);
 	cr_assert_gt(rnd.touched, 1000, "only %zu random faults",
 		     (size_t)rnd.touched);
 	per_fault = (double)scan_pages / (double)(st.fault_zero - rnd.touched);
