@@ -654,6 +654,54 @@ void upg_pool_free(struct upg_pool *pool, uint64_t handle)
 	stats_account(pool, kind, h_len(handle), -1);
 }
 
+/*
+ * Freeing an object writes the chunk's free list into it, and write-back
+ * frees a batch of objects it copied megabytes ago: one at a time, each
+ * free waited for its chunk's entry and then for its object's line (~150 ns
+ * a free, 16 of the 18 ms that publishing ~107,000 entries took in
+ * bench_swap --phase writeback). Loading them all first, then freeing,
+ * halved that.
+ */
+static void prefetch_objects(struct upg_pool *pool, const uint64_t *handles,
+			     unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (obj_handle_valid(handles[i]))
+			__builtin_prefetch(&pool->chunks[h_chunk(handles[i])]);
+	for (unsigned i = 0; i < n; i++) {
+		const char *obj = pool_obj_ptr(pool, handles[i]);
+
+		if (obj)
+			__builtin_prefetch(obj, 1);
+	}
+}
+
+void upg_pool_free_many(struct upg_pool *pool, const uint64_t *handles,
+			unsigned n)
+{
+	int64_t objects = 0, bytes = 0, raw = 0;
+
+	prefetch_objects(pool, handles, n);
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t h = handles[i];
+		enum upg_pool_kind kind = upg_pool_kind(h);
+
+		if (kind == UPG_POOL_SAME || !obj_handle_valid(h)) {
+			upg_pool_free(pool, h);
+			continue;
+		}
+		pool_obj_free(pool, len_class(h_len(h)), h_chunk(h), h_idx(h),
+			      true);
+		objects++;
+		bytes += h_len(h);
+		raw += kind == UPG_POOL_RAW;
+	}
+	stat_add(&pool->st.objects, -objects);
+	stat_add(&pool->st.stored_bytes, -objects * (int64_t)UPG_PAGE_SIZE);
+	stat_add(&pool->st.compressed_bytes, -bytes);
+	stat_add(&pool->st.raw, -raw);
+}
+
 void upg_pool_set_max(struct upg_pool *pool, size_t max_bytes)
 {
 	__atomic_store_n(&pool->st.max_bytes, (uint64_t)max_bytes,

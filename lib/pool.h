@@ -90,6 +90,14 @@ enum upg_pool_kind upg_pool_kind(uint64_t handle);
 void upg_pool_free(struct upg_pool *pool, uint64_t handle);
 
 /*
+ * upg_pool_free_many() - free @n handles, as upg_pool_free() frees each
+ * (none may be used again), their objects' memory loaded in parallel and
+ * the pool's counters updated once.
+ */
+void upg_pool_free_many(struct upg_pool *pool, const uint64_t *handles,
+			unsigned n);
+
+/*
  * Compaction: give back the memory of the holes that frees leave in the
  * pool's chunks. One compaction at a time, on one thread:
  *

@@ -34,7 +34,7 @@
 #define UPG_SELF_ZAP_RING 64
 #define UPG_WB_BATCH 256   /* pages per write-back batch: ~680 KiB packed */
 #define UPG_DROP_RING 1024 /* handles a handler may leave to the evictor */
-#define UPG_WB_DEPTH 4	   /* write-back batches in flight, at most */
+#define UPG_WB_DEPTH 8	   /* write-back batches in flight, at most */
 
 struct upg_wb;
 struct upg_store_item;

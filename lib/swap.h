@@ -97,6 +97,23 @@ struct upg_swap_sum {
 /* upg_swap_sum() - the checksum of @len bytes at @data. Any thread. */
 void upg_swap_sum(const void *data, size_t len, struct upg_swap_sum *out);
 
+/* The checksum's versions: the same sums, from different instructions. */
+enum upg_sum_version {
+	UPG_SUM_C,
+	UPG_SUM_SSE2,
+	UPG_SUM_AVX2,
+	UPG_SUM_AVX512,
+	UPG_SUM_NR,
+	UPG_SUM_BEST = UPG_SUM_NR, /* the widest the CPU has */
+};
+
+/* upg_swap_sum_has() - whether this build and CPU have version @v */
+bool upg_swap_sum_has(enum upg_sum_version v);
+
+/* upg_swap_sum_by() - upg_swap_sum() by version @v, which it must have */
+void upg_swap_sum_by(enum upg_sum_version v, const void *data, size_t len,
+		     struct upg_swap_sum *out);
+
 /* A write in flight: one request per run of slots. */
 struct upg_swap_wr {
 	struct upg_io_op ops[UPG_SWAP_WRITE_MAX];

@@ -20,18 +20,28 @@
  * the evictor itself).
  *
  * Faults never wait for these writes: an entry is locked only from its
- * selection to the copy of its object (a batch's selection, tens of us:
- * the objects are prefetched meanwhile, as copying them cold took most of
- * write-back's CPU time), stays in the pool while the copy is written, and
- * afterwards switches to its slot only if nothing touched it meanwhile
- * (else the slot is freed again).
+ * selection to the copy of its object (a batch's selection and copy,
+ * ~0.2 ms), stays in the pool while the copy is written, and afterwards
+ * switches to its slot only if nothing touched it meanwhile (else the slot
+ * is freed again). The objects are cold, and copying them is a third of
+ * write-back's CPU time; prefetching each whole object at its selection
+ * stalled the selection more than it saved the copy (select and copy 80
+ * ms against 73 without, bench_swap --phase writeback), and prefetching a
+ * few objects ahead of the copy changed nothing.
  *
  * Pipeline: up to UPG_WB_DEPTH batches of UPG_WB_BATCH entries are in
- * flight while the next is copied (with two, the evictor waited for the
- * file 10-25% of a run; with four, 2-8%), and the staging is the evictor
- * ring's fixed buffer, so writes do not pin its pages each time (a quarter
- * of a write's submission cost), in huge pages where the kernel gives
- * them (below). Batches are 256 entries since objects are
+ * flight while the next is copied, and the staging is the evictor ring's
+ * fixed buffer, so writes do not pin its pages each time (a quarter of a
+ * write's submission cost), in huge pages where the kernel gives them
+ * (below). This VM's disk, fed by a writer that copies each request just
+ * before it submits it, goes at the bytes in flight, not at the queue
+ * depth: 664 KiB requests went at 1.9-2.1 GB/s four at a time, 2.3-2.5
+ * eight at a time and 2.8-3.0 sixteen at a time, against 3.3 for the same
+ * requests from memory written long ago; 16 of 166 KiB went like 4 of 664.
+ * With four batches in flight the evictor waited for the file a quarter
+ * of a run; with eight, write-back went 6-12% faster, for 8 MiB of
+ * staging (mapped and pinned once write-back first runs). Sixteen gave no
+ * more. Batches are 256 entries since objects are
  * packed: 128 packed text objects made 340 KiB requests, smaller than the
  * file's best shapes (512 KiB-4 MiB), and each batch costs the evictor a
  * submission and a sleep, which on a busy machine is a wait for a CPU.
@@ -122,17 +132,9 @@ static bool wb_candidate(upg_pte_t *p, uint64_t v)
 	return true;
 }
 
-/* Start loading @len bytes at @p into the cache. */
-static void prefetch(const void *p, int len)
-{
-	for (int off = 0; off < len; off += UPG_CACHELINE)
-		__builtin_prefetch((const char *)p + off);
-}
-
 /*
  * Lock entry @idx, and if it is (still) a candidate with an object, make
- * it entry @n of @b, still locked, and start loading its object (it is
- * cold: copying it stalled on memory for most of write-back's CPU time).
+ * it entry @n of @b, still locked.
  * Return: whether it joined; if not, it is unlocked.
  */
 static bool wb_take(struct upg *u, struct upg_region *r, size_t idx,
@@ -152,7 +154,6 @@ static bool wb_take(struct upg *u, struct upg_region *r, size_t idx,
 	}
 	*e = (struct wb_entry){ r, idx, v, e->obj };
 	b->len[n] = (uint32_t)len;
-	prefetch(e->obj, len);
 	return true;
 }
 
@@ -207,9 +208,13 @@ static size_t wb_select(struct upg *u, struct wb_batch *b)
 /* Writing and publishing                                              */
 /* ------------------------------------------------------------------ */
 
-/* Switch an entry to its object in the file if it is unchanged; else free
- * the object. */
-static bool wb_publish(struct upg *u, struct wb_entry *e, uint64_t slot)
+/*
+ * Switch an entry to its object in the file if it is unchanged, and leave
+ * its pool object's handle in *@freed for the caller to free; else free
+ * the object in the file.
+ */
+static bool wb_publish(struct upg *u, struct wb_entry *e, uint64_t slot,
+		       uint64_t *freed)
 {
 	upg_pte_t *p = &e->r->pte[e->idx];
 	uint64_t v;
@@ -223,7 +228,7 @@ static bool wb_publish(struct upg *u, struct wb_entry *e, uint64_t slot)
 		upg_swap_free(u->swap, slot);
 		return false;
 	}
-	upg_pool_free(u->pool, pte_payload(v));
+	*freed = pte_payload(v);
 	upg_page_publish(u, e->r, e->idx, PTE_EVICTED,
 			 pte_make(PTE_EVICTED, PTE_COPY | PTE_SWAP, slot));
 	return true;
@@ -260,6 +265,7 @@ static size_t wb_start(struct upg *u, struct wb_batch *b, unsigned k)
 static void wb_finish(struct upg *u, struct wb_batch *b)
 {
 	struct upg_stat_shard *st = upg_evictor_stats(u);
+	uint64_t freed[UPG_WB_BATCH];
 	size_t done = 0;
 
 	if (!b->n)
@@ -267,7 +273,9 @@ static void wb_finish(struct upg *u, struct wb_batch *b)
 	if (b->w.got)
 		upg_swap_write_finish(u->swap, u->ev_io, st, &b->w);
 	for (size_t i = 0; i < b->n; i++)
-		done += b->locs[i] && wb_publish(u, &b->e[i], b->locs[i]);
+		done += b->locs[i] &&
+			wb_publish(u, &b->e[i], b->locs[i], &freed[done]);
+	upg_pool_free_many(u->pool, freed, (unsigned)done);
 	upg_stat_add(st, UPG_STAT_swap_writeback, done);
 	u->wb->inflight -= b->bytes;
 	b->n = 0;

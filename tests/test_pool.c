@@ -362,6 +362,75 @@ Test(pool, freeing_everything_gives_memory_back)
 }
 
 /*
+ * upg_pool_free_many() frees what upg_pool_free() would, one by one, and
+ * the counters agree: compressed, raw and same-filled pages mixed, a batch
+ * that empties chunks, the pages not freed still intact, and then nothing
+ * left.
+ */
+Test(pool, free_many_frees_as_free_does)
+{
+	enum { N = 3000, BATCH = 256 };
+	static uint64_t h[N], batch[BATCH];
+	static char page[PAGE], out[PAGE];
+	struct upg_pool_stats s, before;
+	uint64_t bytes = 0, raw = 0, same = 0, objects = 0;
+	int i, n = 0;
+
+	for (i = 0; i < N; i++) {
+		if (i % 7 == 3)
+			fill_random(page, (uint64_t)i);
+		else if (i % 11 == 5)
+			memset(page, i & 0xff, PAGE);
+		else
+			fill_text(page, (uint64_t)i, 4 + i % 29);
+		cr_assert_geq(upg_pool_store(pool, page, &h[i]), 0);
+	}
+	before = stats();
+	for (i = 0; i < N; i += 2) { /* every other page, in batches */
+		const void *obj;
+		int kind = (int)upg_pool_kind(h[i]);
+
+		if (kind == UPG_POOL_SAME) {
+			same++;
+		} else {
+			bytes += (uint64_t)upg_pool_object(pool, h[i], &obj);
+			raw += kind == UPG_POOL_RAW;
+			objects++;
+		}
+		batch[n++] = h[i];
+		if (n == BATCH || i + 2 >= N) {
+			upg_pool_free_many(pool, batch, (unsigned)n);
+			n = 0;
+		}
+	}
+	s = stats();
+	cr_assert_eq(s.objects, before.objects - objects - same);
+	cr_assert_eq(s.same, before.same - same);
+	cr_assert_eq(s.raw, before.raw - raw);
+	cr_assert_eq(s.compressed_bytes, before.compressed_bytes - bytes);
+	cr_assert_eq(s.stored_bytes, before.stored_bytes - (N / 2) * PAGE);
+	for (i = 1; i < N; i += 2) {
+		cr_assert_eq(upg_pool_load(pool, h[i], out), 0);
+		if (i % 7 == 3)
+			fill_random(page, (uint64_t)i);
+		else if (i % 11 == 5)
+			memset(page, i & 0xff, PAGE);
+		else
+			fill_text(page, (uint64_t)i, 4 + i % 29);
+		cr_assert_eq(memcmp(out, page, PAGE), 0, "page %d", i);
+		h[i / 2] = h[i];
+	}
+	upg_pool_free_many(pool, h, N / 2);
+	s = stats();
+	cr_assert_eq(s.objects, 0);
+	cr_assert_eq(s.same, 0);
+	cr_assert_eq(s.raw, 0);
+	cr_assert_eq(s.compressed_bytes, 0);
+	cr_assert_eq(s.stored_bytes, 0);
+	cr_assert_eq(s.used_bytes, s.parked_bytes);
+}
+
+/*
  * Unmapping an emptied chunk costs a TLB shootdown: emptied chunks are
  * parked and the next chunks of their size come from there. Storing the
  * same pages again needs the same chunks: no byte more is mapped, and every

@@ -973,3 +973,91 @@ Test(swap, fork_shares_the_file_safely)
 		  "child failed: %#x", status);
 	upg_destroy(u);
 }
+
+static bool sum_eq(const struct upg_swap_sum *x, const struct upg_swap_sum *y)
+{
+	return x->a == y->a && x->b == y->b;
+}
+
+/*
+ * Every version of the checksum the CPU has gives the plain C version's
+ * sums, for whole pages and for lengths that end inside a stripe.
+ */
+Test(swap, checksum_versions_agree)
+{
+	static const size_t lens[] = {
+		0, 1, 63, 64, 65, 100, 4095, 4096, 8191
+	};
+	static const char *name[UPG_SUM_NR] = { "C", "SSE2", "AVX2",
+						"AVX-512" };
+	static char buf[8192];
+	unsigned checked = 0;
+
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (char)(i * 2654435761U >> 13);
+	for (int v = UPG_SUM_SSE2; v < UPG_SUM_NR; v++) {
+		if (!upg_swap_sum_has((enum upg_sum_version)v)) {
+			cr_log_info("checksum: no %s on this CPU or build",
+				    name[v]);
+			continue;
+		}
+		for (size_t l = 0; l < sizeof(lens) / sizeof(lens[0]); l++)
+			for (size_t at = 0; at < 3; at++) {
+				struct upg_swap_sum c, x;
+
+				upg_swap_sum_by(UPG_SUM_C, buf + at, lens[l],
+						&c);
+				upg_swap_sum_by((enum upg_sum_version)v,
+						buf + at, lens[l], &x);
+				cr_assert(sum_eq(&c, &x),
+					  "%s differs, %zu bytes at +%zu",
+					  name[v], lens[l], at);
+			}
+		checked++;
+	}
+	cr_log_info("checksum: %u vector versions checked", checked);
+	struct upg_swap_sum best, c;
+
+	upg_swap_sum(buf, PAGE, &best);
+	upg_swap_sum_by(UPG_SUM_C, buf, PAGE, &c);
+	cr_assert(sum_eq(&best, &c));
+}
+
+/*
+ * The checksum sees what a damaged slot or a racing store would leave:
+ * any one bit flipped, two stripes swapped, a word moved within its
+ * stripe, a page of zeros against a page with one byte set, and a
+ * shorter length over the same bytes.
+ */
+Test(swap, checksum_sees_changes)
+{
+	static char page[PAGE], other[PAGE];
+	struct upg_swap_sum h, g;
+
+	t_page_fill(page, T_TEXT, 7, 3);
+	upg_swap_sum(page, PAGE, &h);
+	for (size_t bit = 0; bit < PAGE * 8; bit += 7) {
+		page[bit / 8] ^= (char)(1 << bit % 8);
+		upg_swap_sum(page, PAGE, &g);
+		page[bit / 8] ^= (char)(1 << bit % 8);
+		cr_assert(!sum_eq(&h, &g), "bit %zu flipped, same sum", bit);
+	}
+	memcpy(other, page, PAGE);
+	memcpy(other + 64, page + 128, 64);
+	memcpy(other + 128, page + 64, 64);
+	upg_swap_sum(other, PAGE, &g);
+	cr_assert(!sum_eq(&h, &g), "stripes 1 and 2 swapped, same sum");
+	memcpy(other, page, PAGE);
+	memcpy(other + 8, page + 16, 8);
+	memcpy(other + 16, page + 8, 8);
+	upg_swap_sum(other, PAGE, &g);
+	cr_assert(!sum_eq(&h, &g), "words 1 and 2 swapped, same sum");
+	memset(page, 0, PAGE);
+	memset(other, 0, PAGE);
+	other[PAGE - 1] = 1;
+	upg_swap_sum(page, PAGE, &h);
+	upg_swap_sum(other, PAGE, &g);
+	cr_assert(!sum_eq(&h, &g), "zeros and one byte set, same sum");
+	upg_swap_sum(page, PAGE - 64, &g);
+	cr_assert(!sum_eq(&h, &g), "zeros of two lengths, same sum");
+}
