@@ -35,13 +35,14 @@
  * write's submission cost), in huge pages where the kernel gives them
  * (below). This VM's disk, fed by a writer that copies each request just
  * before it submits it, goes at the bytes in flight, not at the queue
- * depth: 664 KiB requests went at 1.9-2.1 GB/s four at a time, 2.3-2.5
- * eight at a time and 2.8-3.0 sixteen at a time, against 3.3 for the same
- * requests from memory written long ago; 16 of 166 KiB went like 4 of 664.
- * With four batches in flight the evictor waited for the file a quarter
- * of a run; with eight, write-back went 6-12% faster, for 8 MiB of
- * staging (mapped and pinned once write-back first runs). Sixteen gave no
- * more. Batches are 256 entries since objects are
+ * depth: 664 KiB requests went at 1.9-2.1 GB/s four at a time, 2.2-2.7
+ * eight at a time and 2.4-3.0 sixteen at a time, against 3.3-3.4 for the
+ * same requests from memory written long ago; 16 of 166 KiB went like 4
+ * of 664. With four batches in flight the evictor waited for the file a
+ * quarter of a run; with eight, write-back put out 4-9% more pages a
+ * second (means of 3-4 rounds), for 8 MiB of staging (mapped and pinned
+ * once write-back first runs). Twelve or sixteen gave no more. Batches
+ * are 256 entries since objects are
  * packed: 128 packed text objects made 340 KiB requests, smaller than the
  * file's best shapes (512 KiB-4 MiB), and each batch costs the evictor a
  * submission and a sleep, which on a busy machine is a wait for a CPU.
