@@ -361,6 +361,17 @@ Test(pool, freeing_everything_gives_memory_back)
 	cr_assert_eq(s.parked_bytes, 0);
 }
 
+/* Page @i of a mix: random (raw), same-filled, and text of various words. */
+static void mixed_page(char *page, int i)
+{
+	if (i % 7 == 3)
+		fill_random(page, (uint64_t)i);
+	else if (i % 11 == 5)
+		memset(page, i & 0xff, PAGE);
+	else
+		fill_text(page, (uint64_t)i, 4 + i % 29);
+}
+
 /*
  * upg_pool_free_many() frees what upg_pool_free() would, one by one, and
  * the counters agree: compressed, raw and same-filled pages mixed, a batch
@@ -377,12 +388,7 @@ Test(pool, free_many_frees_as_free_does)
 	int i, n = 0;
 
 	for (i = 0; i < N; i++) {
-		if (i % 7 == 3)
-			fill_random(page, (uint64_t)i);
-		else if (i % 11 == 5)
-			memset(page, i & 0xff, PAGE);
-		else
-			fill_text(page, (uint64_t)i, 4 + i % 29);
+		mixed_page(page, i);
 		cr_assert_geq(upg_pool_store(pool, page, &h[i]), 0);
 	}
 	before = stats();
@@ -411,12 +417,7 @@ Test(pool, free_many_frees_as_free_does)
 	cr_assert_eq(s.stored_bytes, before.stored_bytes - (N / 2) * PAGE);
 	for (i = 1; i < N; i += 2) {
 		cr_assert_eq(upg_pool_load(pool, h[i], out), 0);
-		if (i % 7 == 3)
-			fill_random(page, (uint64_t)i);
-		else if (i % 11 == 5)
-			memset(page, i & 0xff, PAGE);
-		else
-			fill_text(page, (uint64_t)i, 4 + i % 29);
+		mixed_page(page, i);
 		cr_assert_eq(memcmp(out, page, PAGE), 0, "page %d", i);
 		h[i / 2] = h[i];
 	}
