@@ -636,24 +636,6 @@ bool upg_pool_equal(struct upg_pool *pool, uint64_t handle, const void *page)
 	       !memcmp(buf, page, UPG_PAGE_SIZE);
 }
 
-/* A malformed handle (0 included) is ignored, like free(NULL). */
-void upg_pool_free(struct upg_pool *pool, uint64_t handle)
-{
-	enum upg_pool_kind kind = upg_pool_kind(handle);
-
-	if (kind == UPG_POOL_SAME) {
-		if (same_form(handle) == SAME_INTERNED)
-			same_put(&pool->same, (unsigned)same_payload(handle));
-		stats_account(pool, kind, 0, -1);
-		return;
-	}
-	if (!obj_handle_valid(handle))
-		return;
-	pool_obj_free(pool, len_class(h_len(handle)), h_chunk(handle),
-		      h_idx(handle), true);
-	stats_account(pool, kind, h_len(handle), -1);
-}
-
 /*
  * Freeing an object writes the chunk's free list into it, and write-back
  * frees a batch of objects it copied megabytes ago: one at a time, each
@@ -676,30 +658,50 @@ static void prefetch_objects(struct upg_pool *pool, const uint64_t *handles,
 	}
 }
 
+/* A malformed handle (0 included) is ignored, like free(NULL). */
 void upg_pool_free_many(struct upg_pool *pool, const uint64_t *handles,
 			unsigned n)
 {
-	int64_t objects = 0, bytes = 0, raw = 0;
+	int64_t objects = 0, same = 0, bytes = 0, raw = 0;
 
-	prefetch_objects(pool, handles, n);
+	if (n > 1)
+		prefetch_objects(pool, handles, n);
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t h = handles[i];
 		enum upg_pool_kind kind = upg_pool_kind(h);
 
-		if (kind == UPG_POOL_SAME || !obj_handle_valid(h)) {
-			upg_pool_free(pool, h);
+		if (kind == UPG_POOL_SAME) {
+			if (same_form(h) == SAME_INTERNED)
+				same_put(&pool->same,
+					 (unsigned)same_payload(h));
+			same++;
 			continue;
 		}
+		if (!obj_handle_valid(h))
+			continue;
 		pool_obj_free(pool, len_class(h_len(h)), h_chunk(h), h_idx(h),
 			      true);
 		objects++;
 		bytes += h_len(h);
 		raw += kind == UPG_POOL_RAW;
 	}
-	stat_add(&pool->st.objects, -objects);
-	stat_add(&pool->st.stored_bytes, -objects * (int64_t)UPG_PAGE_SIZE);
-	stat_add(&pool->st.compressed_bytes, -bytes);
-	stat_add(&pool->st.raw, -raw);
+	/* (the counters as stats_account() keeps them, added up) */
+	if (!objects && !same)
+		return;
+	stat_add(&pool->st.objects, -(objects + same));
+	stat_add(&pool->st.stored_bytes,
+		 -(objects + same) * (int64_t)UPG_PAGE_SIZE);
+	if (same)
+		stat_add(&pool->st.same, -same);
+	if (objects)
+		stat_add(&pool->st.compressed_bytes, -bytes);
+	if (raw)
+		stat_add(&pool->st.raw, -raw);
+}
+
+void upg_pool_free(struct upg_pool *pool, uint64_t handle)
+{
+	upg_pool_free_many(pool, &handle, 1);
 }
 
 void upg_pool_set_max(struct upg_pool *pool, size_t max_bytes)

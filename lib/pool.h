@@ -91,8 +91,8 @@ void upg_pool_free(struct upg_pool *pool, uint64_t handle);
 
 /*
  * upg_pool_free_many() - free @n handles, as upg_pool_free() frees each
- * (none may be used again), their objects' memory loaded in parallel and
- * the pool's counters updated once.
+ * (none may be used again): their objects' memory loaded in parallel, the
+ * pool's counters updated once.
  */
 void upg_pool_free_many(struct upg_pool *pool, const uint64_t *handles,
 			unsigned n);
